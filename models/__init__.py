@@ -1,0 +1,1 @@
+"""RecLoop models: offline training (TensorFlow, `models.train*`) and the onnxruntime-only runtime."""

