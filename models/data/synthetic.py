@@ -1,0 +1,212 @@
+"""A synthetic world with known ground truth, for tests and for the simulator.
+
+Users and items have latent preference vectors; items belong to categories (their vectors sit
+around a category centre) and have Zipf-skewed popularity. Each user has sessions; in each step
+a logging policy shows a slate, the user clicks items with probability
+
+    sigmoid(affinity * <u, v_i> + popularity_i + position_bias[p] - fatigue * step + bias)
+
+buys a clicked item with `sigmoid(affinity * <u, v_i> - 1)`, and leaves after the step with a
+probability that grows with fatigue and falls with how good the best item on the slate was.
+Because the click model is known, tests can check that learnt models recover it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.data.schema import EVENT_CODE, EventLog, Exposure
+from streams.contract import EventType
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+@dataclass(slots=True)
+class WorldParams:
+    """Knobs of the generative process (defaults give a learnable but noisy world)."""
+
+    dim: int = 8
+    n_categories: int = 12
+    slate_size: int = 10
+    sessions_per_user: float = 4.0
+    max_steps: int = 12
+    affinity: float = 4.0
+    click_bias: float = -2.5
+    popularity_weight: float = 0.6
+    zipf: float = 1.1
+    fatigue: float = 0.12
+    leave_bias: float = -2.2
+    leave_quality: float = 1.5
+    explore: float = 0.5
+    """Fraction of each slate drawn by popularity rather than uniformly."""
+    start_time: float = 1_700_000_000.0
+
+
+@dataclass(slots=True)
+class SyntheticWorld:
+    """Ground truth plus the generated log (canonical events + exposures)."""
+
+    params: WorldParams
+    user_ids: list[str]
+    item_ids: list[str]
+    user_vectors: np.ndarray
+    item_vectors: np.ndarray
+    item_category: np.ndarray
+    popularity: np.ndarray
+    """Log-popularity score per item (higher: more likely to be shown and clicked)."""
+    position_bias: np.ndarray
+    log: EventLog
+
+    @classmethod
+    def generate(
+        cls,
+        n_users: int = 500,
+        n_items: int = 300,
+        seed: int = 0,
+        params: WorldParams | None = None,
+        *,
+        users: int | None = None,
+        items: int | None = None,
+    ) -> SyntheticWorld:
+        """Generate a world; same arguments and seed give the same world."""
+        p = params or WorldParams()
+        n_users = users or n_users
+        n_items = items or n_items
+        if n_users < 1 or n_items < p.slate_size:
+            raise ValueError(f"need at least 1 user and {p.slate_size} items")
+        rng = np.random.default_rng(seed)
+        centres = rng.normal(size=(p.n_categories, p.dim))
+        centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+        category = rng.integers(0, p.n_categories, n_items)
+        items_v = centres[category] + 0.35 * rng.normal(size=(n_items, p.dim))
+        items_v /= np.linalg.norm(items_v, axis=1, keepdims=True)
+        # Users like one or two categories: a mix of centres plus noise.
+        favourite = rng.integers(0, p.n_categories, (n_users, 2))
+        mix = rng.uniform(0.5, 1.0, (n_users, 1))
+        users_v = mix * centres[favourite[:, 0]] + (1 - mix) * centres[favourite[:, 1]]
+        users_v += 0.25 * rng.normal(size=users_v.shape)
+        users_v /= np.linalg.norm(users_v, axis=1, keepdims=True)
+        rank = rng.permutation(n_items) + 1
+        pop_prob = rank.astype(float) ** -p.zipf
+        pop_prob /= pop_prob.sum()
+        popularity = np.log(pop_prob * n_items)
+        log_pop = np.log(pop_prob)
+        position_bias = -0.15 * np.arange(p.slate_size)
+        activity = rng.lognormal(0.0, 0.6, n_users)
+        user_ids = [f"u{i}" for i in range(n_users)]
+        item_ids = [f"i{i}" for i in range(n_items)]
+
+        cols: dict[str, list] = {k: [] for k in ("user", "item", "type", "time", "session")}
+        exposures: list[Exposure] = []
+
+        def emit(user: str, item: str, etype: EventType, t: float, session: str) -> None:
+            cols["user"].append(user)
+            cols["item"].append(item)
+            cols["type"].append(EVENT_CODE[etype])
+            cols["time"].append(t)
+            cols["session"].append(session)
+
+        for u in range(n_users):
+            n_sessions = max(1, rng.poisson(p.sessions_per_user * activity[u]))
+            t = p.start_time + rng.uniform(0, 86_400)
+            gap = rng.lognormal(np.log(20.0), 0.4)  # this user's typical seconds between steps
+            for s in range(n_sessions):
+                session = f"{user_ids[u]}#{s}"
+                emit(user_ids[u], "", EventType.SESSION_START, t, session)
+                for step in range(p.max_steps):
+                    n_pop = int(round(p.explore * p.slate_size))
+                    # Gumbel top-k: sampling without replacement, much faster than rng.choice(p=).
+                    gumbel = log_pop + rng.gumbel(size=n_items)
+                    pop_part = np.argpartition(-gumbel, n_pop)[:n_pop]
+                    uniform = rng.random(n_items)
+                    uniform[pop_part] = 2.0
+                    rest = np.argpartition(uniform, p.slate_size - n_pop)[: p.slate_size - n_pop]
+                    slate = np.concatenate([pop_part, rest])
+                    rng.shuffle(slate)
+                    affinity = items_v[slate] @ users_v[u]
+                    logit = (
+                        p.affinity * affinity
+                        + p.popularity_weight * popularity[slate]
+                        + position_bias
+                        - p.fatigue * step
+                        + p.click_bias
+                    )
+                    clicked = rng.random(p.slate_size) < _sigmoid(logit)
+                    bought = clicked & (rng.random(p.slate_size) < _sigmoid(p.affinity * affinity - 1))
+                    leave_logit = (
+                        p.leave_bias + p.fatigue * 4 * step - p.leave_quality * affinity.max()
+                    )
+                    left = bool(rng.random() < _sigmoid(leave_logit)) or step == p.max_steps - 1
+                    exposures.append(
+                        Exposure(
+                            user_id=user_ids[u],
+                            session_id=session,
+                            time=t,
+                            slate=[item_ids[i] for i in slate],
+                            clicked=clicked.tolist(),
+                            bought=bought.tolist(),
+                            left=left,
+                        )
+                    )
+                    for pos, i in enumerate(slate):
+                        if not clicked[pos]:
+                            continue
+                        t += rng.exponential(gap)
+                        emit(user_ids[u], item_ids[i], EventType.CLICK, t, session)
+                        if bought[pos]:
+                            t += rng.exponential(gap)
+                            emit(user_ids[u], item_ids[i], EventType.PURCHASE, t, session)
+                    t += rng.exponential(gap)
+                    if left:
+                        emit(user_ids[u], "", EventType.LEAVE, t, session)
+                        break
+                # Next session after hours to days (active users come back sooner).
+                t += rng.exponential(86_400 / activity[u])
+
+        log = EventLog.from_columns(
+            cols["user"], cols["item"], cols["type"], cols["time"],
+            session=cols["session"], source=f"synthetic:users={n_users},items={n_items},seed={seed}",
+        )
+        log.exposures = exposures
+        return cls(
+            params=p,
+            user_ids=user_ids,
+            item_ids=item_ids,
+            user_vectors=users_v.astype(np.float32),
+            item_vectors=items_v.astype(np.float32),
+            item_category=category,
+            popularity=popularity.astype(np.float32),
+            position_bias=position_bias.astype(np.float32),
+            log=log,
+        )
+
+    def click_probability(self, user: int, slate: np.ndarray, step: int = 0) -> np.ndarray:
+        """Ground-truth click probabilities for a slate of item indices (no randomness)."""
+        p = self.params
+        logit = (
+            p.affinity * (self.item_vectors[slate] @ self.user_vectors[user])
+            + p.popularity_weight * self.popularity[slate]
+            + self.position_bias[: len(slate)]
+            - p.fatigue * step
+            + p.click_bias
+        )
+        return _sigmoid(logit)
+
+    def best_items(self, user: int, k: int) -> np.ndarray:
+        """The k items this user is most likely to click (ground truth for hit-rate checks)."""
+        scores = (
+            self.params.affinity * (self.item_vectors @ self.user_vectors[user])
+            + self.params.popularity_weight * self.popularity
+        )
+        return np.argsort(-scores, kind="stable")[:k]
+
+
+def write_events(world: SyntheticWorld, path: str) -> int:
+    """Write the world's log as canonical JSONL event records; returns the count."""
+    from models.data.loaders import write_jsonl
+
+    return write_jsonl(world.log, path)
