@@ -1,0 +1,1 @@
+"""Offline training (TensorFlow/Keras) and ONNX export. Only this package imports TensorFlow."""

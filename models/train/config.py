@@ -1,0 +1,80 @@
+"""Training configuration and presets (plain dataclasses: no TensorFlow import here)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class RecommenderConfig:
+    """SASRec-style next-item transformer."""
+
+    dim: int = 64
+    heads: int = 2
+    blocks: int = 2
+    dropout: float = 0.2
+    epochs: int = 30
+    batch_size: int = 128
+    learning_rate: float = 2e-3
+    max_k: int = 100
+
+
+@dataclass(slots=True)
+class BehaviourConfig:
+    """Both behaviour architectures (LSTM and LM) share data and most knobs."""
+
+    dim: int = 48
+    heads: int = 2
+    blocks: int = 2
+    dropout: float = 0.1
+    epochs: int = 6
+    batch_size: int = 256
+    learning_rate: float = 2e-3
+    slate_size: int = 10
+    max_slate: int = 32
+    negatives_per_positive: int = 9
+    max_examples: int = 60_000
+    lm_weight: float = 0.5
+
+
+@dataclass(slots=True)
+class GeneratorConfig:
+    """Gaussian mixture over user features."""
+
+    components: int = 6
+    history_temperature: float = 0.5
+
+
+@dataclass(slots=True)
+class TrainConfig:
+    """Everything `train_all` needs; `preset("small")` trains all models in well under a minute."""
+
+    history_length: int = 50
+    min_user_events: int = 5
+    min_item_events: int = 5
+    session_gap_seconds: float = 1800.0
+    seed: int = 0
+    recommender: RecommenderConfig = field(default_factory=RecommenderConfig)
+    behaviour: BehaviourConfig = field(default_factory=BehaviourConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    preset: str = "full"
+
+    @classmethod
+    def preset_named(cls, name: str) -> TrainConfig:
+        """"full" (the defaults) or "small" (few epochs, smaller models, capped examples)."""
+        if name == "full":
+            return cls()
+        if name == "small":
+            return cls(
+                history_length=30,
+                recommender=RecommenderConfig(dim=48, epochs=8, blocks=1),
+                behaviour=BehaviourConfig(dim=32, blocks=1, epochs=3, max_examples=15_000),
+                generator=GeneratorConfig(components=4),
+                preset="small",
+            )
+        raise ValueError(f"unknown preset {name!r}; use 'small' or 'full'")
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form for the model card."""
+        return dataclasses.asdict(self)

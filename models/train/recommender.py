@@ -1,0 +1,147 @@
+"""SASRec-style causal transformer next-item recommender, trained with full softmax."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from models.runtime.vocab import OOV
+from models.train.config import RecommenderConfig
+from models.train.layers import NEG, RightAlignedPositions, TransformerBlock, causal_bias
+
+
+class SASRec(keras.Model):
+    """Item sequence -> hidden state per position; scores are dot products with item embeddings."""
+
+    def __init__(self, n_items: int, max_len: int, cfg: RecommenderConfig, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.n_items, self.max_len, self.dim = n_items, max_len, cfg.dim
+        self.items = keras.layers.Embedding(n_items, cfg.dim, name="item_embedding")
+        self.positions = RightAlignedPositions(max_len, cfg.dim, name="positions")
+        self.blocks = [TransformerBlock(cfg.dim, cfg.heads, cfg.dropout) for _ in range(cfg.blocks)]
+        self.norm = keras.layers.LayerNormalization(epsilon=1e-6)
+        self.drop = keras.layers.Dropout(cfg.dropout)
+
+    def call(self, seq: object, training: bool = False) -> object:
+        x = self.items(seq) * math.sqrt(self.dim)
+        x = self.positions(x)
+        x = self.drop(x * ops.expand_dims(ops.cast(seq > 0, "float32"), -1), training=training)
+        bias = causal_bias(seq)
+        for block in self.blocks:
+            x = block(x, bias, training=training)
+        return self.norm(x)
+
+    def item_table(self) -> object:
+        return self.items.embeddings
+
+
+class TopK(keras.layers.Layer):
+    """Last position -> catalogue scores -> optional seen-item exclusion -> top k, all in-graph."""
+
+    def __init__(self, core: SASRec, max_k: int, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.core, self.max_k = core, max_k
+
+    def call(self, history: object, exclude: object) -> tuple[object, object]:
+        h = self.core(history)[:, -1, :]
+        scores = ops.matmul(h, ops.transpose(self.core.item_table()))
+        b, n = ops.shape(history)[0], ops.shape(history)[1]
+        # Seen items: scatter NEG into their columns (duplicates write the same value).
+        rows = ops.repeat(ops.expand_dims(ops.arange(0, b), 1), n, axis=1)
+        idx = ops.stack([ops.cast(rows, "int64"), history], axis=-1)
+        idx = ops.reshape(idx, (-1, 2))
+        current = tf.gather_nd(scores, idx)
+        flag = ops.reshape(ops.repeat(ops.expand_dims(exclude, 1), n, axis=1), (-1,))
+        scores = tf.tensor_scatter_nd_update(scores, idx, ops.where(flag > 0.5, NEG, current))
+        # Padding and out-of-vocabulary are never recommended.
+        scores = ops.concatenate(
+            [ops.full((b, OOV + 1), NEG, dtype="float32"), scores[:, OOV + 1 :]], axis=1
+        )
+        values, indices = ops.top_k(scores, self.max_k)
+        return ops.cast(indices, "int64"), values
+
+
+def inference_model(core: SASRec, max_k: int) -> keras.Model:
+    """Functional wrapper with named inputs/outputs, for export."""
+    history = keras.Input((None,), dtype="int64", name="history")
+    exclude = keras.Input((), dtype="float32", name="exclude_seen")
+    indices, values = TopK(core, max_k, name="topk")(history, exclude)
+    indices = keras.layers.Identity(name="item_indices")(indices)
+    values = keras.layers.Identity(name="scores")(values)
+    return keras.Model([history, exclude], [indices, values], name="recommender")
+
+
+def signature() -> tuple[tf.TensorSpec, ...]:
+    return (
+        tf.TensorSpec([None, None], tf.int64, name="history"),
+        tf.TensorSpec([None], tf.float32, name="exclude_seen"),
+    )
+
+
+def training_windows(sequences: list[np.ndarray], max_len: int) -> np.ndarray:
+    """Cut each sequence into left-padded windows of max_len+1 (input = [:-1], target = [1:]),
+    from the end backwards so the most recent items always have full context."""
+    windows: list[np.ndarray] = []
+    for seq in sequences:
+        seq = np.asarray(seq, np.int64)
+        end = len(seq)
+        while end > 1:
+            start = max(0, end - (max_len + 1))
+            w = np.zeros(max_len + 1, np.int64)
+            w[max_len + 1 - (end - start) :] = seq[start:end]
+            windows.append(w)
+            end = start + 1 if start > 0 else 0
+            if end - 1 < 2:
+                break
+    if not windows:
+        raise ValueError("no training sequences with at least two items")
+    return np.stack(windows)
+
+
+@dataclass(slots=True)
+class TrainedRecommender:
+    model: SASRec
+    seconds: float
+    losses: list[float]
+
+
+def train_recommender(
+    sequences: list[np.ndarray], n_items: int, max_len: int, cfg: RecommenderConfig, seed: int
+) -> TrainedRecommender:
+    """Train on every next-item position of every window (SASRec objective, full softmax)."""
+    keras.utils.set_random_seed(seed)
+    started = time.perf_counter()
+    data = training_windows(sequences, max_len)
+    model = SASRec(n_items, max_len, cfg)
+    model(ops.zeros((1, max_len), dtype="int64"))
+    optimizer = keras.optimizers.Adam(cfg.learning_rate)
+
+    @tf.function(reduce_retracing=True)
+    def step(batch: tf.Tensor) -> tf.Tensor:
+        x, y = batch[:, :-1], batch[:, 1:]
+        weight = tf.cast(y > 0, tf.float32)
+        with tf.GradientTape() as tape:
+            h = model(x, training=True)
+            logits = tf.matmul(h, model.item_table(), transpose_b=True)
+            loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+            loss = tf.reduce_sum(loss * weight) / tf.maximum(tf.reduce_sum(weight), 1.0)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        return loss
+
+    rng = np.random.default_rng(seed)
+    losses: list[float] = []
+    for _ in range(cfg.epochs):
+        order = rng.permutation(len(data))
+        total, count = 0.0, 0
+        for start in range(0, len(order), cfg.batch_size):
+            total += float(step(tf.constant(data[order[start : start + cfg.batch_size]])))
+            count += 1
+        losses.append(total / count)
+    return TrainedRecommender(model, time.perf_counter() - started, losses)
