@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -22,9 +24,8 @@ async def ensure_topics(settings: Settings, extra: list[str] | None = None) -> N
             if name not in existing
         ]
         if missing:
-            try:
+            # Another process may win the race; the topic is there, which is all we need.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass  # another process won the race; the topic is there, which is all we need
     finally:
         await admin.close()

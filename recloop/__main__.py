@@ -1,0 +1,5 @@
+"""`python -m recloop` is the `recloop` command."""
+
+from recloop.cli import app
+
+app()

@@ -1,0 +1,172 @@
+"""The worker's per-event and per-batch logic, free of Faust so it can be unit-tested.
+
+Per event (`Pipeline.on_event`, run by Faust with the right event context for table writes):
+decode and validate, classify against the user's state, fold it in, and decide whether it
+calls for a recommendation. Per batch (`Pipeline.answer`): one inference call for every
+pending request, off the event loop, then the recommendations.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, MutableMapping
+
+import msgspec
+
+from streams import metrics
+from streams.config import WorkerConfig
+from streams.contract import (
+    ContractError,
+    DeadLetter,
+    DeadLetterReason,
+    EventType,
+    Recommendation,
+    ScoredItem,
+    StageTimes,
+    UserEvent,
+    decode_event,
+)
+from streams.state import UserState, apply, classify, decode_state, encode_state
+from streams.strategies import RandomStrategy, Strategy
+
+
+class Pending(msgspec.Struct):
+    """A triggering event waiting for its recommendation."""
+
+    event: UserEvent
+    history: list[str]
+    consumed: float
+
+
+class Rejected(msgspec.Struct):
+    """A message that goes to the dead-letter topic."""
+
+    letter: DeadLetter
+
+
+class Pipeline:
+    """Turns raw event messages into state updates and batched recommendations."""
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        strategy: Strategy,
+        table: MutableMapping[bytes, bytes],
+        max_message_bytes: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.strategy = strategy
+        self.table = table
+        self.max_message_bytes = max_message_bytes
+        self.clock = clock
+        self.triggers = frozenset(EventType(t) for t in config.trigger_on)
+
+    def on_event(
+        self, raw: bytes, key: bytes | None, topic: str, partition: int, offset: int
+    ) -> Pending | Rejected | None:
+        """Process one message; return what the batch step must do with it."""
+        consumed = self.clock()
+        try:
+            event = decode_event(raw, self.max_message_bytes)
+            if key is not None and key != event.user_id.encode():
+                raise ContractError(
+                    DeadLetterReason.VALIDATION_ERROR,
+                    f"message key {key!r} differs from user_id {event.user_id!r}; "
+                    "events must be keyed by user id so each user stays on one partition",
+                    "user_id",
+                )
+        except ContractError as err:
+            letter = err.dead_letter(raw, topic=topic, partition=partition, offset=offset, key=key)
+            return Rejected(letter)
+        metrics.EVENTS.labels(event.event_type.value).inc()
+        user_key = event.user_id.encode()
+        state = decode_state(self.table.get(user_key))
+        order = classify(state, event)
+        if not order.fresh and not order.redelivered:
+            err = ContractError(
+                DeadLetterReason.OUT_OF_ORDER,
+                f"seq {event.seq} arrived after seq {state.last_seq} for this user",
+                "seq",
+            )
+            letter = err.dead_letter(raw, topic=topic, partition=partition, offset=offset, key=key)
+            return Rejected(letter)
+        if order.fresh:
+            if order.gap:
+                metrics.SEQUENCE_GAPS.inc(order.gap)
+            apply(state, event, self.config.history_length)
+            if isinstance(self.strategy, RandomStrategy) and event.item_id is not None:
+                self.strategy.observe(event.item_id)
+        else:
+            metrics.REDELIVERED.inc()
+        if event.event_type not in self.triggers:
+            if order.fresh:
+                self.table[user_key] = encode_state(state)
+            return None
+        if order.fresh:
+            # The request id is fixed before inference so the state can name it.
+            state.last_request_id = _request_id(event)
+            self.table[user_key] = encode_state(state)
+        return Pending(event=event, history=list(state.history), consumed=consumed)
+
+    def answer(self, batch: list[Pending]) -> list[Recommendation]:
+        """Rank items for every pending request in one strategy call (blocking; run off-loop)."""
+        if not batch:
+            return []
+        started = time.perf_counter()
+        if self.config.inject_delay_seconds:
+            time.sleep(self.config.inject_delay_seconds)
+        slates = self.strategy.recommend(
+            [p.history for p in batch], self.config.slate_size, self.config.exclude_seen
+        )
+        elapsed = time.perf_counter() - started
+        metrics.INFERENCE_SECONDS.labels(self.strategy.name).observe(elapsed)
+        metrics.BATCH_SIZE.observe(len(batch))
+        inferred = self.clock()
+        return [
+            Recommendation(
+                request_id=_request_id(p.event),
+                user_id=p.event.user_id,
+                event_id=p.event.event_id,
+                items=[ScoredItem(item, score) for item, score in slate],
+                model_version=self.strategy.version,
+                strategy=self.strategy.name,
+                times=StageTimes(
+                    event=p.event.event_time,
+                    produced=p.event.produce_time,
+                    consumed=p.consumed,
+                    inferred=inferred,
+                ),
+            )
+            for p, slate in zip(batch, slates, strict=True)
+        ]
+
+
+def _request_id(event: UserEvent) -> str:
+    """Deterministic request id per event, so a redelivered event gets the same id."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"recloop:{event.user_id}:{event.event_id}"))
+
+
+def record_emitted(rec: Recommendation) -> None:
+    """Stamp the emit time and observe stage latencies for one recommendation."""
+    t = rec.times
+    t.emitted = time.time()
+    metrics.RECOMMENDATIONS.labels(rec.strategy).inc()
+    if t.consumed is not None:
+        metrics.PROCESSING_SECONDS.observe(max(0.0, t.emitted - t.consumed))
+        if t.produced is not None:
+            metrics.STAGE_SECONDS.labels("queue").observe(max(0.0, t.consumed - t.produced))
+        if t.inferred is not None:
+            metrics.STAGE_SECONDS.labels("batch_and_infer").observe(
+                max(0.0, t.inferred - t.consumed)
+            )
+            metrics.STAGE_SECONDS.labels("emit").observe(max(0.0, t.emitted - t.inferred))
+
+
+def record_dead_letter(letter: DeadLetter) -> None:
+    """Count a dead letter by reason."""
+    metrics.DEAD_LETTERS.labels(letter.reason.value).inc()
+
+
+__all__ = ["Pending", "Pipeline", "Rejected", "UserState", "record_dead_letter", "record_emitted"]

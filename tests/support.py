@@ -1,0 +1,168 @@
+"""Shared test helpers: run a worker process, produce events, collect topic contents."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from streams.config import Settings, Topics
+from streams.contract import EventType, UserEvent, encode
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def unique_topics(prefix: str = "t") -> Topics:
+    """Fresh topic names so tests sharing a broker never see each other's records."""
+    tag = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    return Topics(
+        events=f"{tag}.events",
+        recommendations=f"{tag}.recs",
+        dead_letters=f"{tag}.dlq",
+        control=f"{tag}.control",
+        partitions=4,
+    )
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The RECLOOP_* variables that reproduce `settings` in a child process."""
+    t = settings.topics
+    w = settings.worker
+    return {
+        "RECLOOP_BOOTSTRAP": settings.bootstrap,
+        "RECLOOP_TOPICS__EVENTS": t.events,
+        "RECLOOP_TOPICS__RECOMMENDATIONS": t.recommendations,
+        "RECLOOP_TOPICS__DEAD_LETTERS": t.dead_letters,
+        "RECLOOP_TOPICS__CONTROL": t.control,
+        "RECLOOP_TOPICS__PARTITIONS": str(t.partitions),
+        "RECLOOP_WORKER__APP_ID": w.app_id,
+        "RECLOOP_WORKER__STRATEGY": w.strategy,
+        "RECLOOP_WORKER__MODEL_DIR": str(w.model_dir),
+        "RECLOOP_WORKER__METRICS_PORT": str(w.metrics_port),
+        "RECLOOP_WORKER__STORE": w.store,
+        "RECLOOP_WORKER__DATA_DIR": str(w.data_dir),
+        "RECLOOP_WORKER__INJECT_DELAY_SECONDS": str(w.inject_delay_seconds),
+        "RECLOOP_WORKER__PROCESSING_GUARANTEE": w.processing_guarantee,
+    }
+
+
+class WorkerProcess:
+    """A real `recloop worker` subprocess (killable, restartable), logging to a file."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.log_path = Path(tempfile.mkstemp(prefix="recloop-worker-", suffix=".log")[1])
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        env = {**os.environ, **settings_env(self.settings), "PYTHONUNBUFFERED": "1"}
+        log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "recloop", "worker", "--loglevel", "info"],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no final commit."""
+        if self.alive():
+            assert self.proc is not None
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.alive():
+            assert self.proc is not None
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def make_events(
+    n_users: int, per_user: int, prefix: str = "u", item_space: int = 50
+) -> list[UserEvent]:
+    """A deterministic stream: each user starts a session, then views and clicks items."""
+    now = time.time()
+    events: list[UserEvent] = []
+    for u in range(n_users):
+        user = f"{prefix}{u}"
+        for s in range(per_user):
+            kind = (
+                EventType.SESSION_START
+                if s == 0
+                else (EventType.CLICK if s % 2 else EventType.VIEW)
+            )
+            item = None if kind is EventType.SESSION_START else str((u * 7 + s * 3) % item_space)
+            events.append(
+                UserEvent(
+                    event_id=f"{user}-{s}",
+                    user_id=user,
+                    event_type=kind,
+                    item_id=item,
+                    event_time=now,
+                    seq=s,
+                    session_id=f"{user}-s0",
+                )
+            )
+    return events
+
+
+async def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> int:
+    """Send (key, value) pairs and wait for every ack; returns the count."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value=v, key=k) for k, v in records]
+        await asyncio.gather(*futures)
+        return len(futures)
+    finally:
+        await producer.stop()
+
+
+async def produce_events(bootstrap: str, topic: str, events: Iterable[UserEvent]) -> int:
+    """Send contract events keyed by user id, stamping the produce time."""
+    return await produce(bootstrap, topic, ((e.user_id.encode(), encode(e)) for e in events))
+
+
+async def collect(
+    bootstrap: str,
+    topic: str,
+    done: Callable[[list[bytes]], bool],
+    timeout: float = 60.0,
+) -> list[bytes]:
+    """Read `topic` from the beginning until `done(values)` or the timeout."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    values: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while not done(values) and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            for records in batches.values():
+                values.extend(r.value for r in records if r.value is not None)
+    finally:
+        await consumer.stop()
+    return values
