@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -54,13 +55,20 @@ def wait_until_ready(bootstrap: str, timeout: float = 60.0) -> None:
 
     deadline = time.monotonic() + timeout
     last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            asyncio.run(probe())
-            return
-        except (KafkaError, OSError) as exc:
-            last = exc
-            time.sleep(0.3)
+    # Refused connections are expected while the broker boots; aiokafka logs each at ERROR.
+    client_log = logging.getLogger("aiokafka")
+    level = client_log.level
+    client_log.setLevel(logging.CRITICAL)
+    try:
+        while time.monotonic() < deadline:
+            try:
+                asyncio.run(probe())
+                return
+            except (KafkaError, OSError) as exc:
+                last = exc
+                time.sleep(0.3)
+    finally:
+        client_log.setLevel(level)
     raise BrokerError(f"Kafka at {bootstrap} did not answer within {timeout:.0f}s: {last!r}")
 
 
