@@ -135,7 +135,9 @@ class _Builder:
         etype = EventType(canonical)
         item = str(row.get(m.item, "") or "").strip() if m.item else ""
         if etype in ITEM_EVENTS and not item:
-            return self.fail("missing_item", f"{etype.value} event without an item id", line, m.item)
+            return self.fail(
+                "missing_item", f"{etype.value} event without an item id", line, m.item
+            )
         try:
             ts = _parse_time(row.get(m.time), m.time_unit)
         except ValueError as exc:
@@ -145,8 +147,9 @@ class _Builder:
             try:
                 value = float(row[m.value])  # type: ignore[arg-type]
             except (TypeError, ValueError):
-                return self.fail("bad_value", f"value {row[m.value]!r} is not a number", line,
-                                 m.value)
+                return self.fail(
+                    "bad_value", f"value {row[m.value]!r} is not a number", line, m.value
+                )
         session = str(row.get(m.session, "") or "") if m.session else ""
         users, items, types, times, values, sessions = self.columns
         users.append(user)
@@ -216,8 +219,13 @@ def _load_csv(
         if limit is not None and builder.report.rows >= limit:
             break
         if None in row:  # csv puts surplus fields under the None key
-            builder.fail("bad_row", f"{len(row) - 1 + len(row[None])} fields, expected "  # type: ignore[index]
-                         f"{len(row) - 1}", line, None)
+            builder.fail(
+                "bad_row",
+                f"{len(row) - 1 + len(row[None])} fields, expected "  # type: ignore[index]
+                f"{len(row) - 1}",
+                line,
+                None,
+            )
             continue
         builder.add(row, line)  # type: ignore[arg-type]
     return builder.build(source), builder.report
@@ -250,7 +258,9 @@ def load_movielens_items(directory: str | Path) -> dict[str, ItemInfo]:
     for line, row in _csv_rows(movies, None):
         if "movieId" not in row or "title" not in row:
             raise DataError("missing column 'movieId' or 'title'", path=str(movies), line=line)
-        genres = tuple(g for g in (row.get("genres") or "").split("|") if g and g != "(no genres listed)")
+        genres = tuple(
+            g for g in (row.get("genres") or "").split("|") if g and g != "(no genres listed)"
+        )
         out[row["movieId"]] = ItemInfo(title=row["title"], genres=genres)
     return out
 
@@ -356,16 +366,16 @@ def load(spec: str, *, lenient: bool = False, min_events: int = MIN_EVENTS) -> E
     elif kind in LOADERS:
         log, _ = LOADERS[kind](location, lenient=lenient)
     elif kind in ("csv", "jsonl", "parquet"):
-        log, _ = load_table(location, ColumnMapping(value="value", session="session_id"), lenient=lenient)
+        log, _ = load_table(
+            location, ColumnMapping(value="value", session="session_id"), lenient=lenient
+        )
     else:
         raise DataError(
             f"unknown data kind {kind!r}; use one of "
             f"{sorted([*LOADERS, 'csv', 'jsonl', 'parquet', 'synthetic'])}"
         )
     if len(log) < min_events:
-        raise EmptyDataError(
-            f"{spec}: only {len(log)} events, at least {min_events} are needed"
-        )
+        raise EmptyDataError(f"{spec}: only {len(log)} events, at least {min_events} are needed")
     return log
 
 

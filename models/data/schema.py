@@ -32,10 +32,7 @@ EVENT_TYPES: tuple[EventType, ...] = tuple(EventType)
 """Code -> event type; the `event_type` column holds indices into this tuple."""
 EVENT_CODE: dict[EventType, int] = {t: i for i, t in enumerate(EVENT_TYPES)}
 ITEM_EVENT_CODES = np.array(
-    [
-        EVENT_CODE[t]
-        for t in (EventType.VIEW, EventType.CLICK, EventType.CART, EventType.PURCHASE)
-    ],
+    [EVENT_CODE[t] for t in (EventType.VIEW, EventType.CLICK, EventType.CART, EventType.PURCHASE)],
     dtype=np.uint8,
 )
 
@@ -110,8 +107,9 @@ class EventLog:
         n = len(self.user)
         for name in ("item", "event_type", "time", "value", "session"):
             if len(getattr(self, name)) != n:
-                raise ValueError(f"EventLog column {name!r} has {len(getattr(self, name))} rows, "
-                                 f"expected {n}")
+                raise ValueError(
+                    f"EventLog column {name!r} has {len(getattr(self, name))} rows, expected {n}"
+                )
 
     def __len__(self) -> int:
         return len(self.user)
@@ -159,7 +157,12 @@ class EventLog:
     def events(self) -> Iterator[Event]:
         """Iterate the rows as `Event` records."""
         for u, i, t, ts, v, s in zip(
-            self.user, self.item, self.event_type, self.time, self.value, self.session,
+            self.user,
+            self.item,
+            self.event_type,
+            self.time,
+            self.value,
+            self.session,
             strict=True,
         ):
             yield Event(

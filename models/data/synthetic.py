@@ -136,7 +136,9 @@ class SyntheticWorld:
                         + p.click_bias
                     )
                     clicked = rng.random(p.slate_size) < _sigmoid(logit)
-                    bought = clicked & (rng.random(p.slate_size) < _sigmoid(p.affinity * affinity - 1))
+                    bought = clicked & (
+                        rng.random(p.slate_size) < _sigmoid(p.affinity * affinity - 1)
+                    )
                     leave_logit = (
                         p.leave_bias + p.fatigue * 4 * step - p.leave_quality * affinity.max()
                     )
@@ -168,8 +170,12 @@ class SyntheticWorld:
                 t += rng.exponential(86_400 / activity[u])
 
         log = EventLog.from_columns(
-            cols["user"], cols["item"], cols["type"], cols["time"],
-            session=cols["session"], source=f"synthetic:users={n_users},items={n_items},seed={seed}",
+            cols["user"],
+            cols["item"],
+            cols["type"],
+            cols["time"],
+            session=cols["session"],
+            source=f"synthetic:users={n_users},items={n_items},seed={seed}",
         )
         log.exposures = exposures
         return cls(

@@ -91,7 +91,10 @@ class CooccurrenceRecommender:
         data = np.load(md.file("cooccurrence"))
         counts = np.load(md.file("popularity"))
         return cls(
-            data["neighbours"], data["weights"], counts, f"{md.version}+cooccurrence",
+            data["neighbours"],
+            data["weights"],
+            counts,
+            f"{md.version}+cooccurrence",
             md.card.history_length,
         )
 

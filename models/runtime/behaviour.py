@@ -96,17 +96,22 @@ class BehaviourRuntime:
         names = [self._outputs["p_click"], self._outputs["p_buy"], self._outputs["p_leave"]]
         p_click, p_buy, p_leave = self.session.run(names, self._feed(h, s, actions))
         return BehaviourOutput(
-            p_click.astype(np.float32), p_buy.astype(np.float32),
+            p_click.astype(np.float32),
+            p_buy.astype(np.float32),
             p_leave.reshape(-1).astype(np.float32),
         )
 
-    def next_item_logits(self, histories: np.ndarray, actions: np.ndarray | None = None) -> np.ndarray:
+    def next_item_logits(
+        self, histories: np.ndarray, actions: np.ndarray | None = None
+    ) -> np.ndarray:
         """LM only: [B, V] logits of the next item the user interacts with."""
         if self.kind != "lm":
             raise TypeError("next_item_logits needs the behaviour LM (kind='lm')")
         h = as_histories(histories, self.history_length)
         dummy = np.full((h.shape[0], 1), OOV, dtype=np.int64)
-        (logits,) = self.session.run([self._outputs["next_item_logits"]], self._feed(h, dummy, actions))
+        (logits,) = self.session.run(
+            [self._outputs["next_item_logits"]], self._feed(h, dummy, actions)
+        )
         return logits
 
     def generate_session(

@@ -81,7 +81,9 @@ class ModelDir:
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise ModelLoadError(f"{card_path}: invalid model card: {exc}") from None
         if self.card.format != CARD_FORMAT:
-            raise ModelLoadError(f"{card_path}: card format {self.card.format}, expected {CARD_FORMAT}")
+            raise ModelLoadError(
+                f"{card_path}: card format {self.card.format}, expected {CARD_FORMAT}"
+            )
         try:
             self.items = Vocabulary.load(self.path / ITEMS_FILE)
         except (OSError, ValueError, json.JSONDecodeError) as exc:

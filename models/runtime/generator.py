@@ -62,7 +62,9 @@ class UserGeneratorRuntime:
             )
 
     @classmethod
-    def load(cls, model_dir: str | Path | ModelDir, threads: int | None = None) -> UserGeneratorRuntime:
+    def load(
+        cls, model_dir: str | Path | ModelDir, threads: int | None = None
+    ) -> UserGeneratorRuntime:
         md = model_dir if isinstance(model_dir, ModelDir) else ModelDir(model_dir)
         return cls(md, threads)
 
@@ -87,7 +89,9 @@ class UserGeneratorRuntime:
             patience_seconds=stats[:, 3],
         )
 
-    def _histories(self, pref: np.ndarray, length: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _histories(
+        self, pref: np.ndarray, length: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
         """Items drawn without replacement from softmax(preference . item / T) (Gumbel top-k)."""
         n, big_l = len(pref), self.history_length
         logits = (pref @ self.item_embeddings.T).astype(np.float64) / self.history_temperature

@@ -60,7 +60,9 @@ class RecommenderRuntime:
         self._swap_lock = threading.Lock()
 
     @classmethod
-    def load(cls, model_dir: str | Path | ModelDir, threads: int | None = None) -> RecommenderRuntime:
+    def load(
+        cls, model_dir: str | Path | ModelDir, threads: int | None = None
+    ) -> RecommenderRuntime:
         """Load from a model directory (path or already-loaded `ModelDir`)."""
         md = model_dir if isinstance(model_dir, ModelDir) else ModelDir(model_dir)
         return cls(md, threads)

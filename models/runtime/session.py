@@ -38,7 +38,9 @@ def describe(session: ort.InferenceSession) -> tuple[list[dict], list[dict]]:
     return [spec(n) for n in session.get_inputs()], [spec(n) for n in session.get_outputs()]
 
 
-def open_session(directory: Path, entry: ModelEntry, threads: int | None = None) -> ort.InferenceSession:
+def open_session(
+    directory: Path, entry: ModelEntry, threads: int | None = None
+) -> ort.InferenceSession:
     """Load `entry.file` and check its inputs/outputs are the ones the card promises."""
     path = directory / entry.file
     if not path.is_file():
@@ -50,7 +52,10 @@ def open_session(directory: Path, entry: ModelEntry, threads: int | None = None)
     except Exception as exc:  # onnxruntime raises its own untyped errors
         raise ModelLoadError(f"{path}: onnxruntime cannot load it: {exc}") from None
     inputs, outputs = describe(session)
-    for kind, expected, actual in (("input", entry.inputs, inputs), ("output", entry.outputs, outputs)):
+    for kind, expected, actual in (
+        ("input", entry.inputs, inputs),
+        ("output", entry.outputs, outputs),
+    ):
         have = {a["name"]: a for a in actual}
         for spec in expected:
             got = have.get(spec.name)

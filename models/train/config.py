@@ -62,7 +62,7 @@ class TrainConfig:
 
     @classmethod
     def preset_named(cls, name: str) -> TrainConfig:
-        """"full" (the defaults) or "small" (few epochs, smaller models, capped examples)."""
+        """ "full" (the defaults) or "small" (few epochs, smaller models, capped examples)."""
         if name == "full":
             return cls()
         if name == "small":

@@ -19,7 +19,9 @@ from models.train.layers import NEG, RightAlignedPositions, TransformerBlock, ca
 class SASRec(keras.Model):
     """Item sequence -> hidden state per position; scores are dot products with item embeddings."""
 
-    def __init__(self, n_items: int, max_len: int, cfg: RecommenderConfig, **kwargs: object) -> None:
+    def __init__(
+        self, n_items: int, max_len: int, cfg: RecommenderConfig, **kwargs: object
+    ) -> None:
         super().__init__(**kwargs)
         self.n_items, self.max_len, self.dim = n_items, max_len, cfg.dim
         self.items = keras.layers.Embedding(n_items, cfg.dim, name="item_embedding")
