@@ -22,9 +22,15 @@ from prometheus_client import start_http_server
 
 from streams import metrics
 from streams.config import Settings, load_settings
-from streams.contract import Recommendation, encode
+from streams.contract import (
+    ContractError,
+    DeadLetter,
+    DeadLetterReason,
+    Recommendation,
+    encode,
+)
 from streams.pipeline import Pending, Pipeline, Rejected, record_dead_letter, record_emitted
-from streams.strategies import build_strategy
+from streams.strategies import ModelStrategy, ModelWatcher, build_strategy
 
 log = logging.getLogger("recloop.worker")
 
@@ -57,6 +63,9 @@ def create_app(settings: Settings) -> faust.App:
         processing_guarantee=cfg.processing_guarantee,
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
+        broker_session_timeout=cfg.session_timeout_seconds,
+        broker_rebalance_timeout=cfg.rebalance_timeout_seconds,
+        broker_heartbeat_interval=cfg.heartbeat_interval_seconds,
         key_serializer="raw",
         value_serializer="raw",
     )
@@ -75,7 +84,12 @@ def create_app(settings: Settings) -> faust.App:
         use_partitioner=True,
     )
     strategy = build_strategy(cfg.strategy, cfg.model_dir)
-    pipeline = {"p": Pipeline(cfg, strategy, table, settings.max_message_bytes)}
+    pipeline = Pipeline(cfg, strategy, table, settings.max_message_bytes)
+    watcher = (
+        ModelWatcher(strategy.name, cfg.model_dir, strategy.card_version)
+        if isinstance(strategy, ModelStrategy)
+        else None
+    )
 
     @app.task
     async def _start() -> None:
@@ -88,15 +102,36 @@ def create_app(settings: Settings) -> faust.App:
         event: EventT | None = faust.current_event()
         assert event is not None
         msg = event.message
-        return pipeline["p"].on_event(value, msg.key, msg.topic, msg.partition, msg.offset)
+        try:
+            return pipeline.on_event(value, msg.key, msg.topic, msg.partition, msg.offset)
+        except Exception as exc:  # a bug must cost one event, not the worker
+            log.exception("processing failed at %s[%d]@%d", msg.topic, msg.partition, msg.offset)
+            err = ContractError(
+                DeadLetterReason.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}"[:1000]
+            )
+            return Rejected(
+                err.dead_letter(
+                    value if isinstance(value, bytes) else b"",
+                    topic=msg.topic,
+                    partition=msg.partition,
+                    offset=msg.offset,
+                    key=msg.key,
+                )
+            )
 
     async def emit(recs: list[Recommendation]) -> None:
         for rec in recs:
             record_emitted(rec)
             await recommendations.send(key=rec.user_id.encode(), value=encode(rec))
 
+    async def dead_letter(letter: DeadLetter) -> None:
+        record_dead_letter(letter)
+        await dead_letters.send(key=letter.key, value=encode(letter))
+
     @app.agent(events)
     async def recommend(stream: faust.StreamT[bytes]) -> None:
+        # State writes happen in the processor (it runs with the event as `current_event`,
+        # which the changelog and RocksDB need); the body only batches inference and sends.
         stream.add_processor(process)
         async for batch in stream.take(cfg.batch_size, within=cfg.batch_wait_seconds or 0.001):
             pending: list[Pending] = []
@@ -104,17 +139,69 @@ def create_app(settings: Settings) -> faust.App:
                 if isinstance(item, Pending):
                     pending.append(item)
                 elif isinstance(item, Rejected):
-                    record_dead_letter(item.letter)
-                    await dead_letters.send(key=item.letter.key, value=encode(item.letter))
-            if pending:
-                recs = await asyncio.to_thread(pipeline["p"].answer, pending)
-                await emit(recs)
+                    await dead_letter(item.letter)
+            if not pending:
+                continue
+            try:
+                # In a thread: onnxruntime and numpy release the GIL, so the loop keeps
+                # serving the consumer, producer and timers while a batch is scored.
+                recs = await asyncio.to_thread(pipeline.answer, pending)
+            except Exception as exc:  # any strategy bug: dead-letter the batch, keep going
+                log.exception("inference failed for a batch of %d", len(pending))
+                for letter in pipeline.failed(pending, exc):
+                    await dead_letter(letter)
+                continue
+            await emit(recs)
 
-    @app.timer(interval=5.0)
-    async def _table_size() -> None:
+    @app.timer(interval=cfg.model_poll_seconds)
+    async def _reload_model() -> None:
+        if watcher is None:
+            return
+        previous_error = watcher.last_error
+        fresh = await asyncio.to_thread(watcher.check)
+        if watcher.last_error and watcher.last_error != previous_error:
+            metrics.MODEL_RELOADS.labels("failed").inc()
+            log.warning(
+                "model reload failed, still serving %s: %s",
+                pipeline.strategy.version,
+                watcher.last_error,
+            )
+        if fresh is None:
+            return
+        old = pipeline.strategy
+        pipeline.strategy = fresh  # one assignment: the next batch uses the new version
+        metrics.MODEL_INFO.clear()
+        metrics.MODEL_INFO.labels(fresh.name, fresh.version).set(1)
+        metrics.MODEL_RELOADS.labels("loaded").inc()
+        log.info("model reloaded: %s -> %s", old.version, fresh.version)
+
+    @app.timer(interval=cfg.lag_interval_seconds)
+    async def _gauges() -> None:
         metrics.TABLE_USERS.set(len(table))
+        await _update_lag(app, topics.events, pipeline)
 
     return app
+
+
+async def _update_lag(app: faust.App, topic: str, pipeline: Pipeline) -> None:
+    """Consumer lag per assigned events partition, and how many partitions this worker has."""
+    consumer = app.consumer
+    assigned = sorted(tp for tp in consumer.assignment() if tp.topic == topic)
+    metrics.ASSIGNED_PARTITIONS.set(len(assigned))
+    mine = {str(tp.partition) for tp in assigned}
+    for labels in list(metrics.CONSUMER_LAG._metrics):  # partitions revoked by a rebalance
+        if labels[0] not in mine:
+            metrics.CONSUMER_LAG.remove(*labels)
+    for tp in assigned:
+        try:
+            highwater = consumer.highwater(tp)
+            position = pipeline.next_offset.get((tp.topic, tp.partition))
+            if position is None:  # nothing processed here yet: the fetch position
+                position = await consumer.position(tp)
+        except Exception:  # the partition moved during a rebalance; next round will see
+            continue
+        if highwater is not None and highwater >= 0 and position is not None:
+            metrics.CONSUMER_LAG.labels(str(tp.partition)).set(max(0, highwater - position))
 
 
 app = create_app(load_settings())

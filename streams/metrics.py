@@ -53,3 +53,16 @@ MODEL_INFO = Gauge(
     "recloop_worker_model_info", "The model version being served (value is always 1).",
     ["strategy", "version"],
 )  # fmt: skip
+CONSUMER_LAG = Gauge(
+    "recloop_worker_consumer_lag",
+    "Events not yet processed per assigned events partition (high watermark minus next offset).",
+    ["partition"],
+)
+ASSIGNED_PARTITIONS = Gauge(
+    "recloop_worker_assigned_partitions", "Events-topic partitions assigned to this worker."
+)
+MODEL_RELOADS = Counter(
+    "recloop_worker_model_reloads_total",
+    "Model reload attempts from the model directory, by outcome (loaded or failed).",
+    ["outcome"],
+)

@@ -26,6 +26,7 @@ from streams.contract import (
     StageTimes,
     UserEvent,
     decode_event,
+    encode,
 )
 from streams.state import UserState, apply, classify, decode_state, encode_state
 from streams.strategies import RandomStrategy, Strategy
@@ -62,12 +63,15 @@ class Pipeline:
         self.max_message_bytes = max_message_bytes
         self.clock = clock
         self.triggers = frozenset(EventType(t) for t in config.trigger_on)
+        self.next_offset: dict[tuple[str, int], int] = {}
+        """Per (topic, partition): the offset after the last message processed (for lag)."""
 
     def on_event(
         self, raw: bytes, key: bytes | None, topic: str, partition: int, offset: int
     ) -> Pending | Rejected | None:
         """Process one message; return what the batch step must do with it."""
         consumed = self.clock()
+        self.next_offset[(topic, partition)] = offset + 1
         try:
             event = decode_event(raw, self.max_message_bytes)
             if key is not None and key != event.user_id.encode():
@@ -78,6 +82,12 @@ class Pipeline:
                     "user_id",
                 )
         except ContractError as err:
+            letter = err.dead_letter(raw, topic=topic, partition=partition, offset=offset, key=key)
+            return Rejected(letter)
+        except UnicodeDecodeError as exc:
+            # msgspec raises this (not a DecodeError) for invalid UTF-8 inside some strings,
+            # e.g. an enum value; found by the property tests.
+            err = ContractError(DeadLetterReason.DECODE_ERROR, f"invalid UTF-8: {exc}")
             letter = err.dead_letter(raw, topic=topic, partition=partition, offset=offset, key=key)
             return Rejected(letter)
         metrics.EVENTS.labels(event.event_type.value).inc()
@@ -114,14 +124,15 @@ class Pipeline:
         """Rank items for every pending request in one strategy call (blocking; run off-loop)."""
         if not batch:
             return []
+        strategy = self.strategy  # read once: a hot reload swaps it, this batch keeps its version
         started = time.perf_counter()
         if self.config.inject_delay_seconds:
             time.sleep(self.config.inject_delay_seconds)
-        slates = self.strategy.recommend(
+        slates = strategy.recommend(
             [p.history for p in batch], self.config.slate_size, self.config.exclude_seen
         )
         elapsed = time.perf_counter() - started
-        metrics.INFERENCE_SECONDS.labels(self.strategy.name).observe(elapsed)
+        metrics.INFERENCE_SECONDS.labels(strategy.name).observe(elapsed)
         metrics.BATCH_SIZE.observe(len(batch))
         inferred = self.clock()
         return [
@@ -130,8 +141,8 @@ class Pipeline:
                 user_id=p.event.user_id,
                 event_id=p.event.event_id,
                 items=[ScoredItem(item, score) for item, score in slate],
-                model_version=self.strategy.version,
-                strategy=self.strategy.name,
+                model_version=strategy.version,
+                strategy=strategy.name,
                 times=StageTimes(
                     event=p.event.event_time,
                     produced=p.event.produce_time,
@@ -140,6 +151,20 @@ class Pipeline:
                 ),
             )
             for p, slate in zip(batch, slates, strict=True)
+        ]
+
+    def failed(self, batch: list[Pending], exc: BaseException) -> list[DeadLetter]:
+        """Dead letters for a batch whose inference raised, so the stream can go on."""
+        detail = f"strategy {self.strategy.name!r} failed: {type(exc).__name__}: {exc}"
+        return [
+            DeadLetter(
+                reason=DeadLetterReason.PROCESSING_ERROR,
+                detail=detail[:1000],
+                key=p.event.user_id.encode(),
+                raw=encode(p.event),
+                received_time=p.consumed,
+            )
+            for p in batch
         ]
 
 

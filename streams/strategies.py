@@ -70,7 +70,11 @@ class RandomStrategy:
 
 
 class ModelStrategy:
-    """Adapts a `models.runtime` recommender (ONNX transformer or a baseline) to `Strategy`."""
+    """Adapts a `models.runtime` recommender (ONNX transformer or a baseline) to `Strategy`.
+
+    Item ids the model has never seen are encoded as out-of-vocabulary (index 1), never an
+    error; reserved indices and excluded (-inf) scores never reach a slate.
+    """
 
     def __init__(self, name: str, model_dir: Path) -> None:
         from models.runtime import (
@@ -87,33 +91,93 @@ class ModelStrategy:
             "cooccurrence": CooccurrenceRecommender,
         }
         try:
-            self._model_dir = ModelDir(model_dir)
-            self._model = loaders[name].load(model_dir)
-        except (ModelLoadError, FileNotFoundError) as exc:
+            md = ModelDir(model_dir)
+            # Load from the already validated ModelDir so the vocabulary and the model come
+            # from the same card even if a new version lands in between.
+            self._model = loaders[name].load(md)
+        except (ModelLoadError, FileNotFoundError, OSError, ValueError, KeyError) as exc:
             raise StrategyError(
                 f"strategy {name!r} needs a trained model directory at {model_dir}: {exc} "
-                "(run `recloop train --out {model_dir}` or set RECLOOP_WORKER__MODEL_DIR)"
+                f"(run `recloop train --out {model_dir}` or set RECLOOP_WORKER__MODEL_DIR)"
             ) from exc
         self.name = name
-        self.version = self._model.version
-        self._vocab = self._model_dir.items
+        self.card_version = md.version
+        self.version = str(self._model.version)
+        self._vocab = md.items
         self.history_length = int(getattr(self._model, "history_length", 50))
+        self._max_k = int(getattr(self._model, "max_k", 10**9))
 
     def recommend(
         self, histories: list[list[str]], k: int, exclude_seen: bool
     ) -> list[ScoredSlate]:
+        if not histories:
+            return []
         length = self.history_length
         batch = np.zeros((len(histories), length), dtype=np.int64)
         for row, history in enumerate(histories):
             if history:
                 ids = self._vocab.encode(history[-length:])
                 batch[row, length - len(ids) :] = ids
-        indices, scores = self._model.recommend(batch, k, exclude_seen=exclude_seen)
+        indices, scores = self._model.recommend(
+            batch, max(1, min(k, self._max_k)), exclude_seen=exclude_seen
+        )
         out: list[ScoredSlate] = []
         for row_ids, row_scores in zip(indices, scores, strict=True):
             names = self._vocab.decode(row_ids)
-            out.append([(n, float(s)) for n, s in zip(names, row_scores, strict=True) if n])
+            out.append(
+                [
+                    (n, float(s))
+                    for i, n, s in zip(row_ids, names, row_scores, strict=True)
+                    if i > _RESERVED_MAX and np.isfinite(s)
+                ]
+            )
         return out
+
+
+_RESERVED_MAX = 1
+"""Vocabulary indices 0 (padding) and 1 (out-of-vocabulary) are never recommended."""
+
+
+class ModelWatcher:
+    """Hot reload: notices a new model version in the model directory and builds it.
+
+    It watches `card.json` (the trainer replaces the directory or the card atomically), so a
+    check is one `stat` unless the card changed. The caller swaps the strategy in one
+    assignment; batches already running finish on the old version and the stream itself is
+    untouched, so no event is lost or answered twice by a reload.
+    """
+
+    def __init__(self, name: str, model_dir: Path, current_card_version: str | None) -> None:
+        self.name = name
+        self.model_dir = model_dir
+        self.card_version = current_card_version
+        self._stamp = self._card_stamp()
+        self.last_error: str | None = None
+
+    def _card_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = (self.model_dir / "card.json").stat()
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def check(self) -> ModelStrategy | None:
+        """A freshly loaded strategy if the card names a new version, else None (blocking)."""
+        stamp = self._card_stamp()
+        if stamp is None or stamp == self._stamp:
+            return None
+        try:
+            strategy = ModelStrategy(self.name, self.model_dir)
+        except StrategyError as exc:
+            # A half-copied directory: keep serving the current version and retry next time.
+            self.last_error = str(exc)
+            return None
+        self._stamp = stamp
+        self.last_error = None
+        if strategy.card_version == self.card_version:
+            return None
+        self.card_version = strategy.card_version
+        return strategy
 
 
 def build_strategy(name: str, model_dir: Path) -> Strategy:
