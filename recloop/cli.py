@@ -14,6 +14,7 @@ import typer
 
 from models.commands import register as register_models
 from simulator.commands import register as register_simulator
+from simulator.replay.commands import register as register_replay
 from streams.commands import register as register_streams
 
 app = typer.Typer(
@@ -65,3 +66,4 @@ def broker(
 register_models(app)
 register_streams(app)
 register_simulator(app)
+register_replay(app)

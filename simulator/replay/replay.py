@@ -1,0 +1,560 @@
+"""Publish replay rows to Kafka: paced at a speed factor, or as fast as possible.
+
+Pacing is open loop (`simulator.pacing.Pacer`): each row has an intended send time, the first
+row's plus its original gap (capped at `max_gap`) divided by `speed`; a slow send never delays
+the schedule, and how late each send left is recorded.
+
+Partitioning is the Java client's (murmur2 of the key, aiokafka's `DefaultPartitioner`),
+computed once per user, so a user's events all land on one partition in their original order.
+As fast as possible, rows are split by partition and appended straight into record batches
+(`create_batch`/`send_batch`), one task per partition: no per-record future or partitioner
+call, which is most of a plain `send()`'s cost.
+
+Timestamps (`event_time` and the Kafka record timestamp) follow `time_mode`:
+`keep` the original, `shift` so the stream starts now (original spacing), or `scale` so they
+match the replayed pacing (the intended send time; as fast as possible, the send time).
+
+`ReplaySource` is the same schedule as an async iterator of `(intended_monotonic, UserEvent)`,
+for a scenario runner that merges replayed and simulated users on its own producer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+import msgspec
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import murmur2
+from hdrh.histogram import HdrHistogram
+
+from simulator import metrics
+from simulator.pacing import Pacer
+from simulator.replay.amplify import schedule_offsets
+from simulator.replay.sources import Row
+from streams.config import Settings
+from streams.contract import (
+    ContractError,
+    EventType,
+    UserEvent,
+    decode_recommendation,
+    encode,
+)
+
+TimeMode = Literal["keep", "shift", "scale"]
+SOURCE = "replay"
+START_LEAD = 0.05
+"""Seconds between planning the start and the first intended send, so the first sends are
+not late just because the producer's first batch is being set up."""
+
+
+class ReplayError(RuntimeError):
+    """The replay could not publish (broker unreachable, topic missing, sends failing)."""
+
+
+@dataclass(slots=True)
+class Plan:
+    """Rows in replay order with their send offsets (seconds from the start, one loop)."""
+
+    rows: list[Row]
+    offsets: list[float]
+    first_time: float
+    original_span: float
+    span: float
+    speed: float
+    max_gap: float | None
+
+    @classmethod
+    def build(cls, rows: list[Row], speed: float, max_gap: float | None = None) -> Plan:
+        """Plan `rows`, which must already be in replay order (`amplify.in_replay_order`)."""
+        offsets = schedule_offsets((r.time for r in rows), speed, max_gap)
+        first = rows[0].time if rows else 0.0
+        return cls(
+            rows=rows,
+            offsets=offsets,
+            first_time=first,
+            original_span=(rows[-1].time - first) if rows else 0.0,
+            span=offsets[-1] if offsets else 0.0,
+            speed=speed,
+            max_gap=max_gap,
+        )
+
+    @property
+    def as_fast_as_possible(self) -> bool:
+        return math.isinf(self.speed)
+
+
+@dataclass(slots=True)
+class Options:
+    """How to replay. `loops` 0 means forever (stop with `duration` or Ctrl-C)."""
+
+    topic: str
+    time_mode: TimeMode = "scale"
+    loops: int = 1
+    loop_gap: float = 1.0
+    """Original-time seconds between the end of one loop and the start of the next."""
+    renumber_seq: bool = True
+    duration: float | None = None
+    run_id: str = "replay"
+    linger_ms: int = 5
+    max_batch_bytes: int = 512 * 1024
+    compression: str | None = None
+    acks: int | str = 1
+
+
+class Rewriter:
+    """Turns a planned row into the event to send: loop suffix, `seq`, times."""
+
+    def __init__(self, plan: Plan, options: Options, start_wall: float) -> None:
+        self.plan = plan
+        self.options = options
+        self.start_wall = start_wall
+        self.seq: dict[str, int] = {}
+        gap = options.loop_gap if plan.max_gap is None else min(options.loop_gap, plan.max_gap)
+        self.original_period = plan.original_span + options.loop_gap
+        self.period = 0.0 if plan.as_fast_as_possible else plan.span + gap / plan.speed
+
+    def event_time(self, row: Row, loop: int, offset: float, now: float) -> float:
+        """The new event time for `row` in `loop`, sent `offset` s into the replay (or `now`)."""
+        mode = self.options.time_mode
+        if mode == "keep":
+            return row.time + loop * self.original_period
+        if mode == "shift":
+            return self.start_wall + (row.time - self.plan.first_time) + loop * self.original_period
+        return now if self.plan.as_fast_as_possible else self.start_wall + offset
+
+    def event(self, row: Row, loop: int, event_time: float, produce_time: float) -> UserEvent:
+        ev = row.event
+        assert ev is not None
+        changes: dict[str, object] = {"event_time": event_time, "produce_time": produce_time}
+        if loop:
+            suffix = f"~l{loop}"
+            changes["event_id"] = ev.event_id + suffix
+            if ev.session_id:
+                changes["session_id"] = ev.session_id + suffix
+        if self.options.renumber_seq:
+            n = self.seq.get(ev.user_id, 0)
+            self.seq[ev.user_id] = n + 1
+            changes["seq"] = n
+        return msgspec.structs.replace(ev, **changes)
+
+    def loops(self) -> Iterator[int]:
+        loop = 0
+        while self.options.loops == 0 or loop < self.options.loops:
+            yield loop
+            loop += 1
+
+
+class ReplaySource:
+    """A replay as an async iterator of `(intended_monotonic, UserEvent)` for a scenario runner.
+
+    It never sleeps: the runner's `Pacer` waits for each intended time, so replayed and
+    simulated users merged by intended time share one open-loop schedule. `event_time` and
+    `produce_time` are set to the intended wall-clock time (the runner may restamp them).
+    """
+
+    def __init__(self, plan: Plan, options: Options) -> None:
+        if plan.as_fast_as_possible:
+            raise ValueError("a scenario replay source needs a finite speed factor")
+        self.plan = plan
+        self.options = options
+
+    async def events(
+        self, start_monotonic: float, start_wall: float | None = None
+    ) -> AsyncIterator[tuple[float, UserEvent]]:
+        wall0 = time.time() if start_wall is None else start_wall
+        rw = Rewriter(self.plan, self.options, wall0)
+        for loop in rw.loops():
+            base = loop * rw.period
+            for row, offset in zip(self.plan.rows, self.plan.offsets, strict=True):
+                if row.event is None:
+                    continue
+                at = base + offset
+                intended_wall = wall0 + at
+                yield (
+                    start_monotonic + at,
+                    rw.event(row, loop, rw.event_time(row, loop, at, intended_wall), intended_wall),
+                )
+            await asyncio.sleep(0)
+
+
+@dataclass(slots=True)
+class TrackerSummary:
+    """Recommendations matched to replayed triggering events."""
+
+    expected: int
+    answered: int
+    latency_intended_ms: dict[str, float]
+    latency_actual_ms: dict[str, float]
+
+
+def _percentiles(h: HdrHistogram) -> dict[str, float]:
+    if not h.get_total_count():
+        return {}
+    return {
+        "p50": h.get_value_at_percentile(50) / 1000,
+        "p99": h.get_value_at_percentile(99) / 1000,
+        "max": h.get_max_value() / 1000,
+    }
+
+
+class RecommendationTracker:
+    """Consumes the recommendations topic and matches answers to replayed events by event id.
+
+    Latency is measured from the intended send time (free of coordinated omission) and from
+    the actual send time, as in a simulation, in HdrHistograms and the shared Prometheus
+    histogram (`source="replay"`).
+    """
+
+    def __init__(self, settings: Settings, run_id: str) -> None:
+        self.settings = settings
+        self.run_id = run_id
+        self.triggers = frozenset(EventType(t) for t in settings.worker.trigger_on)
+        self.pending: dict[str, tuple[float, float]] = {}
+        self.expected = 0
+        self.answered = 0
+        self.intended = HdrHistogram(1, 3_600_000_000, 3)
+        self.actual = HdrHistogram(1, 3_600_000_000, 3)
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+        self._latency = metrics.RECOMMENDATION_LATENCY
+        self._count = metrics.RECOMMENDATIONS.labels(run_id, SOURCE)
+
+    async def start(self) -> None:
+        """Position at the end of the topic, so only answers to this replay are read."""
+        topic = self.settings.topics.recommendations
+        consumer = AIOKafkaConsumer(
+            **self.settings.kafka_kwargs(), enable_auto_commit=False, auto_offset_reset="latest"
+        )
+        await consumer.start()
+        partitions = await consumer._client._wait_on_metadata(topic)
+        if not partitions:
+            await consumer.stop()
+            raise ReplayError(f"topic {topic!r} has no partitions; create it first")
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        for tp in tps:  # resolve the end offsets now, before the first replayed send
+            await consumer.position(tp)
+        self._consumer = consumer
+        self._task = asyncio.create_task(self._run())
+
+    def expect(self, event: UserEvent, intended_wall: float, actual_wall: float) -> None:
+        if event.event_type in self.triggers:
+            self.pending[event.event_id] = (intended_wall, actual_wall)
+            self.expected += 1
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        by_basis = {
+            "intended": self._latency.labels(self.run_id, SOURCE, "intended"),
+            "actual": self._latency.labels(self.run_id, SOURCE, "actual"),
+        }
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=200)
+            now = time.time()
+            for records in batches.values():
+                for record in records:
+                    if record.value is None:
+                        continue
+                    try:
+                        rec = decode_recommendation(record.value)
+                    except ContractError:
+                        continue
+                    sent = self.pending.pop(rec.event_id, None)
+                    if sent is None:
+                        continue
+                    self.answered += 1
+                    self._count.inc()
+                    for hist, basis, t0 in (
+                        (self.intended, "intended", sent[0]),
+                        (self.actual, "actual", sent[1]),
+                    ):
+                        hist.record_value(max(1, int((now - t0) * 1e6)))
+                        by_basis[basis].observe(max(0.0, now - t0))
+            self._changed.set()
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait until every expected answer arrived; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while self.pending and time.monotonic() < deadline:
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), max(0.0, deadline - time.monotonic()))
+        return not self.pending
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    def summary(self) -> TrackerSummary:
+        return TrackerSummary(
+            expected=self.expected,
+            answered=self.answered,
+            latency_intended_ms=_percentiles(self.intended),
+            latency_actual_ms=_percentiles(self.actual),
+        )
+
+
+@dataclass(slots=True)
+class ReplayResult:
+    """What a replay did. Lags are seconds; `rate` is events per second achieved."""
+
+    sent: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    lag_p50: float = 0.0
+    lag_p99: float = 0.0
+    lag_max: float = 0.0
+    late: int = 0
+    sent_lag_p99: float = 0.0
+    """p99 of lag measured after `send()` returned (includes the client's own cost)."""
+    by_type: Counter[str] = field(default_factory=Counter)
+    first_error: str | None = None
+    recommendations: TrackerSummary | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.sent / self.seconds if self.seconds > 0 else 0.0
+
+
+class Partitioner:
+    """The Java client's key partitioning, cached per key."""
+
+    def __init__(self, partitions: list[int]) -> None:
+        self.partitions = sorted(partitions)
+        self._cache: dict[bytes, int] = {}
+        self._next = 0
+
+    def __call__(self, key: bytes | None) -> int:
+        if key is None:  # unkeyed records go round robin
+            self._next += 1
+            return self.partitions[self._next % len(self.partitions)]
+        p = self._cache.get(key)
+        if p is None:
+            p = self._cache[key] = self.partitions[
+                (murmur2(key) & 0x7FFFFFFF) % len(self.partitions)
+            ]
+        return p
+
+
+class Replayer:
+    """Publishes a `Plan` to `options.topic`, reporting progress through `sent`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        plan: Plan,
+        options: Options,
+        tracker: RecommendationTracker | None = None,
+    ) -> None:
+        self.settings = settings
+        self.plan = plan
+        self.options = options
+        self.tracker = tracker
+        self.result = ReplayResult()
+        self.pacer = Pacer()
+        self._sent_lag = HdrHistogram(1, 3_600_000_000, 3)
+        self._stop_at: float | None = None
+
+    @property
+    def total(self) -> int | None:
+        """Rows this replay will send (None when looping forever)."""
+        return len(self.plan.rows) * self.options.loops if self.options.loops else None
+
+    def _producer(self) -> AIOKafkaProducer:
+        afap = self.plan.as_fast_as_possible
+        return AIOKafkaProducer(
+            **self.settings.kafka_kwargs(),
+            client_id=f"{self.settings.client_id}-replay",
+            acks=self.options.acks,
+            linger_ms=50 if afap else self.options.linger_ms,
+            max_batch_size=self.options.max_batch_bytes,
+            compression_type=self.options.compression,
+            request_timeout_ms=30_000,
+        )
+
+    def _on_done(self, fut: asyncio.Future[object]) -> None:
+        if fut.cancelled():
+            self.result.failed += 1
+        elif (exc := fut.exception()) is not None:
+            self.result.failed += 1
+            self.result.first_error = self.result.first_error or repr(exc)
+
+    async def run(self) -> ReplayResult:
+        topic = self.options.topic
+        producer = self._producer()
+        try:
+            await producer.start()
+        except Exception as exc:
+            await producer.stop()
+            raise ReplayError(
+                f"cannot reach Kafka at {self.settings.bootstrap}: {exc}; start a broker "
+                "(`recloop broker`) or set RECLOOP_BOOTSTRAP"
+            ) from exc
+        try:
+            partitions = await producer.partitions_for(topic)
+            if not partitions:
+                raise ReplayError(f"topic {topic!r} does not exist and was not created")
+            partitioner = Partitioner(list(partitions))
+            metrics.TARGET_RATE.labels(self.options.run_id, SOURCE).set(self._target_rate())
+            if self.tracker is not None:
+                await self.tracker.start()
+            start = time.monotonic()
+            if self.options.duration is not None:
+                self._stop_at = start + self.options.duration
+            if self.plan.as_fast_as_possible:
+                await self._run_fast(producer, partitioner)
+            else:
+                await self._run_paced(producer, partitioner, start + START_LEAD)
+            await producer.flush()
+            self.result.seconds = time.monotonic() - start
+        finally:
+            await producer.stop()
+        r = self.result
+        if self.pacer.sent:
+            r.lag_p50 = self.pacer.lag_percentile(50)
+            r.lag_p99 = self.pacer.lag_percentile(99)
+            r.lag_max = self.pacer.lag.get_max_value() / 1e6
+            r.late = self.pacer.late
+            r.sent_lag_p99 = self._sent_lag.get_value_at_percentile(99) / 1e6
+        sent_counter = metrics.EVENTS_SENT
+        for etype, n in r.by_type.items():
+            sent_counter.labels(self.options.run_id, SOURCE, etype).inc(n)
+        if r.failed:
+            raise ReplayError(f"{r.failed} of {r.sent} sends failed; first error: {r.first_error}")
+        return r
+
+    def _target_rate(self) -> float:
+        if self.plan.as_fast_as_possible or self.plan.span <= 0:
+            return 0.0
+        return len(self.plan.rows) / self.plan.span
+
+    async def _run_paced(
+        self, producer: AIOKafkaProducer, partitioner: Partitioner, start: float
+    ) -> None:
+        topic = self.options.topic
+        wall0 = time.time() + (start - time.monotonic())
+        rw = Rewriter(self.plan, self.options, wall0)
+        pacer = self.pacer
+        sent_lag = self._sent_lag
+        lag_metric = metrics.SCHEDULE_LAG.labels(self.options.run_id, SOURCE)
+        late_metric = metrics.LATE_SENDS.labels(self.options.run_id, SOURCE)
+        result = self.result
+        tracker = self.tracker
+        for loop in rw.loops():
+            base = start + loop * rw.period
+            for row, offset in zip(self.plan.rows, self.plan.offsets, strict=True):
+                intended = base + offset
+                if self._stop_at is not None and intended > self._stop_at:
+                    return
+                lag = await pacer.wait_until(intended)
+                now = time.time()
+                at = intended - start
+                if row.event is not None:
+                    event = rw.event(row, loop, rw.event_time(row, loop, at, now), now)
+                    value = encode(event)
+                    ts = event.event_time
+                    result.by_type[event.event_type.value] += 1
+                else:
+                    event = None
+                    value = row.value
+                    ts = rw.event_time(row, loop, at, now)
+                fut = await producer.send(
+                    topic,
+                    value=value,
+                    key=row.key,
+                    partition=partitioner(row.key),
+                    timestamp_ms=int(ts * 1000),
+                    headers=row.headers,
+                )
+                fut.add_done_callback(self._on_done)
+                sent_lag.record_value(max(1, int((time.monotonic() - intended) * 1e6)))
+                result.sent += 1
+                lag_metric.observe(lag)
+                if lag > pacer.late_threshold:
+                    late_metric.inc()
+                if tracker is not None and event is not None:
+                    tracker.expect(event, wall0 + at, now)
+
+    def _expired(self) -> bool:
+        return self._stop_at is not None and time.monotonic() > self._stop_at
+
+    async def _run_fast(self, producer: AIOKafkaProducer, partitioner: Partitioner) -> None:
+        by_partition: dict[int, list[Row]] = {}
+        for row in self.plan.rows:
+            by_partition.setdefault(partitioner(row.key), []).append(row)
+        rw = Rewriter(self.plan, self.options, time.time())
+        await asyncio.gather(
+            *(self._send_partition(producer, p, rows, rw) for p, rows in by_partition.items())
+        )
+
+    async def _send_partition(
+        self, producer: AIOKafkaProducer, partition: int, rows: list[Row], rw: Rewriter
+    ) -> None:
+        topic = self.options.topic
+        result = self.result
+        tracker = self.tracker
+        by_type = result.by_type
+        chunk = 2000
+        futures: list[asyncio.Future[object]] = []
+        batch = producer.create_batch()
+        for loop in rw.loops():
+            if self._expired():
+                break
+            for lo in range(0, len(rows), chunk):
+                if self._expired():
+                    break
+                now = time.time()
+                ts_now = int(now * 1000)
+                for row in rows[lo : lo + chunk]:
+                    if row.event is not None:
+                        event = rw.event(row, loop, rw.event_time(row, loop, 0.0, now), now)
+                        value = encode(event)
+                        ts = int(event.event_time * 1000)
+                        by_type[event.event_type.value] += 1
+                        if tracker is not None:
+                            tracker.expect(event, now, now)
+                    else:
+                        value = row.value
+                        ts = int(rw.event_time(row, loop, 0.0, now) * 1000) or ts_now
+                    headers = row.headers or []
+                    if (
+                        batch.append(key=row.key, value=value, timestamp=ts, headers=headers)
+                        is None
+                    ):
+                        futures.append(await producer.send_batch(batch, topic, partition=partition))
+                        batch = producer.create_batch()
+                        if (
+                            batch.append(key=row.key, value=value, timestamp=ts, headers=headers)
+                            is None
+                        ):
+                            raise ReplayError(f"{row.origin}: record larger than a batch")
+                    result.sent += 1
+                # Let the sender and the other partitions run between chunks.
+                await asyncio.sleep(0)
+        if batch.record_count():
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
+        for fut in futures:
+            fut.add_done_callback(self._on_done)
+        await asyncio.gather(*futures, return_exceptions=True)
+
+
+async def progress_loop(
+    replayer: Replayer, report: Callable[[int, int | None], None], every: float = 0.25
+) -> None:
+    """Call `report(sent, total)` every `every` seconds until cancelled."""
+    while True:
+        report(replayer.result.sent, replayer.total)
+        await asyncio.sleep(every)
