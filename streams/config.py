@@ -78,10 +78,10 @@ class WorkerConfig(BaseModel):
     inject_delay_seconds: float = Field(0.0, ge=0.0, le=60.0)
     """Deliberate extra latency per batch, to stress-test the simulator's abandonment."""
     metrics_port: int = Field(9464, ge=0, le=65535)
-    session_timeout_seconds: float = Field(10.0, ge=1.0, le=300.0)
+    session_timeout_seconds: float = Field(6.0, ge=1.0, le=300.0)
     """Consumer group session timeout. Some brokers (Tansu) hold the first join for a fraction
     of it, so a short value makes start-up fast; heartbeats run in Faust's consumer thread."""
-    rebalance_timeout_seconds: float = Field(10.0, ge=1.0, le=300.0)
+    rebalance_timeout_seconds: float = Field(6.0, ge=1.0, le=300.0)
     heartbeat_interval_seconds: float = Field(1.0, gt=0.0, le=30.0)
     lag_interval_seconds: float = Field(2.0, gt=0.0, le=300.0)
     """How often the consumer lag and table size gauges are refreshed."""

@@ -1,0 +1,413 @@
+#!/usr/bin/env python
+"""Benchmark one RecLoop worker (ONNX transformer) against a raw aiokafka passthrough.
+
+Not a test: it prints figures. Both run in the same invocation, on the same broker, with the
+same event mix (session start, then alternating click/view per user; session starts and clicks
+ask for a recommendation):
+
+* sustained throughput: a backlog of events is produced first, then the consumer is started
+  and timed until it has consumed all of them (events/s);
+* latency: events are produced open-loop at a fixed rate and each answer's
+  `received - produced` is recorded (p50/p99, triggering events only).
+
+Usage:
+    .venv/bin/python scripts/bench_worker.py                      # starts a local Apache Kafka
+    .venv/bin/python scripts/bench_worker.py --bootstrap host:9092 --model-dir artifacts/models
+
+Without --model-dir a small transformer is trained once on the synthetic world into
+artifacts/bench-model (needs the `train` extra, about a minute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from streams.config import Settings, Topics  # noqa: E402
+from streams.contract import (  # noqa: E402
+    EventType,
+    Recommendation,
+    StageTimes,
+    UserEvent,
+    decode_event,
+    decode_recommendation,
+    encode,
+)
+from streams.topics import ensure_topics  # noqa: E402
+
+TRIGGERS = {EventType.SESSION_START, EventType.CLICK}
+
+
+class EventSource:
+    """Endless per-user event streams over the model's catalogue (seq keeps increasing)."""
+
+    def __init__(self, items: list[str], users: int, seed: int = 0) -> None:
+        self.items = items
+        self.users = [f"bench-{uuid.uuid4().hex[:6]}-{u}" for u in range(users)]
+        self.seq = [0] * users
+        self.rng = np.random.default_rng(seed)
+
+    def next(self) -> UserEvent:
+        u = int(self.rng.integers(len(self.users)))
+        s = self.seq[u]
+        self.seq[u] += 1
+        kind = EventType.SESSION_START if s == 0 else (EventType.CLICK if s % 2 else EventType.VIEW)
+        now = time.time()
+        return UserEvent(
+            event_id=f"{self.users[u]}-{s}",
+            user_id=self.users[u],
+            event_type=kind,
+            event_time=now,
+            produce_time=now,
+            seq=s,
+            item_id=None if s == 0 else self.items[int(self.rng.integers(len(self.items)))],
+            session_id=f"{self.users[u]}-s",
+        )
+
+
+def fresh_topics(tag: str, partitions: int) -> Topics:
+    t = f"bench-{tag}-{uuid.uuid4().hex[:6]}"
+    return Topics(
+        events=f"{t}.events",
+        recommendations=f"{t}.recs",
+        dead_letters=f"{t}.dlq",
+        control=f"{t}.control",
+        partitions=partitions,
+    )
+
+
+async def produce_backlog(bootstrap: str, topic: str, source: EventSource, n: int) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks=1)
+    await producer.start()
+    try:
+        futures = []
+        for _ in range(n):
+            e = source.next()
+            futures.append(await producer.send(topic, encode(e), key=e.user_id.encode()))
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def produce_at_rate(
+    bootstrap: str, topic: str, source: EventSource, rate: float, seconds: float
+) -> int:
+    """Open loop: the schedule never waits for answers. Returns triggering events sent."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks=1)
+    await producer.start()
+    sent = triggers = 0
+    start = time.monotonic()
+    try:
+        while (elapsed := time.monotonic() - start) < seconds:
+            due = int(elapsed * rate) - sent
+            for _ in range(due):
+                e = source.next()
+                await producer.send(topic, encode(e), key=e.user_id.encode())
+                triggers += e.event_type in TRIGGERS
+            sent += max(0, due)
+            await asyncio.sleep(0.002)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return triggers
+
+
+async def latencies(
+    bootstrap: str, topic: str, stop: asyncio.Event, out: list[float], ready: asyncio.Event
+) -> None:
+    """Record received - produced for every recommendation until `stop`."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="latest", enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        while not consumer.assignment():
+            await consumer.getmany(timeout_ms=100)
+        for tp in consumer.assignment():
+            await consumer.seek_to_end(tp)
+            await consumer.position(tp)
+        ready.set()
+        while not stop.is_set():
+            for records in (await consumer.getmany(timeout_ms=100)).values():
+                now = time.time()
+                for r in records:
+                    rec = decode_recommendation(r.value)
+                    if rec.times.produced:
+                        out.append(now - rec.times.produced)
+    finally:
+        await consumer.stop()
+
+
+class Passthrough:
+    """Raw aiokafka consume -> decode -> produce an empty answer for triggering events."""
+
+    def __init__(self, bootstrap: str, topics: Topics) -> None:
+        self.bootstrap, self.topics = bootstrap, topics
+        self.consumed = 0
+        self.first: float | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.assigned = asyncio.Event()
+
+    async def _run(self) -> None:
+        consumer = AIOKafkaConsumer(
+            self.topics.events,
+            bootstrap_servers=self.bootstrap,
+            group_id=f"passthrough-{uuid.uuid4().hex[:6]}",
+            auto_offset_reset="earliest",
+            enable_auto_commit=True,
+            max_poll_records=500,
+        )
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=1, acks=1)
+        await consumer.start()
+        await producer.start()
+        try:
+            while True:
+                batches = await consumer.getmany(timeout_ms=100, max_records=500)
+                if consumer.assignment():
+                    self.assigned.set()
+                for records in batches.values():
+                    consumed = time.time()
+                    self.first = self.first or time.monotonic()
+                    for r in records:
+                        e = decode_event(r.value)
+                        self.consumed += 1
+                        if e.event_type not in TRIGGERS:
+                            continue
+                        rec = Recommendation(
+                            request_id=e.event_id,
+                            user_id=e.user_id,
+                            event_id=e.event_id,
+                            items=[],
+                            model_version="passthrough",
+                            strategy="passthrough",
+                            times=StageTimes(
+                                event=e.event_time,
+                                produced=e.produce_time,
+                                consumed=consumed,
+                                emitted=time.time(),
+                            ),
+                        )
+                        await producer.send(self.topics.recommendations, encode(rec), key=r.key)
+        finally:
+            await producer.stop()
+            await consumer.stop()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+        await asyncio.wait_for(self.assigned.wait(), 60)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class WorkerUnderTest:
+    """`recloop worker` as a subprocess; progress read from its metrics endpoint."""
+
+    def __init__(self, settings: Settings, model_dir: Path, port: int) -> None:
+        self.port = port
+        env = {
+            **os.environ,
+            "RECLOOP_BOOTSTRAP": settings.bootstrap,
+            "RECLOOP_TOPICS__EVENTS": settings.topics.events,
+            "RECLOOP_TOPICS__RECOMMENDATIONS": settings.topics.recommendations,
+            "RECLOOP_TOPICS__DEAD_LETTERS": settings.topics.dead_letters,
+            "RECLOOP_TOPICS__CONTROL": settings.topics.control,
+            "RECLOOP_TOPICS__PARTITIONS": str(settings.topics.partitions),
+            "RECLOOP_WORKER__APP_ID": f"bench-{uuid.uuid4().hex[:6]}",
+            "RECLOOP_WORKER__STRATEGY": "onnx",
+            "RECLOOP_WORKER__MODEL_DIR": str(model_dir),
+            "RECLOOP_WORKER__METRICS_PORT": str(port),
+            "RECLOOP_WORKER__DATA_DIR": tempfile.mkdtemp(prefix="recloop-bench-"),
+            "RECLOOP_WORKER__TRIGGER_ON": json.dumps(["session_start", "click"]),
+        }
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the worker
+            prefix="bench-worker-", suffix=".log", delete=False
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "recloop", "worker", "--loglevel", "warning"],
+            env=env,
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def metric(self, name: str) -> float:
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2)
+        except OSError:
+            return -1.0
+        total = 0.0
+        for line in text.read().decode().splitlines():
+            sample, _, value = line.rpartition(" ")
+            if sample.split("{")[0] == name:
+                total += float(value)
+        return total
+
+    async def ready(self, partitions: int) -> None:
+        deadline = time.monotonic() + 120
+        while self.metric("recloop_worker_assigned_partitions") < partitions:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker did not start; see {self.log.name}")
+            await asyncio.sleep(0.2)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def summary(values: list[float]) -> str:
+    if not values:
+        return "no answers"
+    a = np.asarray(values) * 1000
+    return f"p50 {np.percentile(a, 50):6.1f} ms  p99 {np.percentile(a, 99):6.1f} ms  (n={len(a)})"
+
+
+async def measure(kind: str, args: argparse.Namespace, items: list[str]) -> dict[str, object]:
+    from recloop.brokers import free_port
+
+    results: dict[str, object] = {"kind": kind}
+    # 1) Sustained throughput on a backlog.
+    topics = fresh_topics(f"{kind}-tp", args.partitions)
+    settings = Settings(bootstrap=args.bootstrap, topics=topics)
+    await ensure_topics(settings)
+    source = EventSource(items, args.users, seed=1)
+    await produce_backlog(args.bootstrap, topics.events, source, args.backlog)
+    if kind == "passthrough":
+        pt = Passthrough(args.bootstrap, topics)
+        started = time.monotonic()
+        await pt.start()
+        while pt.consumed < args.backlog and time.monotonic() - started < 300:
+            await asyncio.sleep(0.05)
+        assert pt.first is not None
+        results["events_per_s"] = pt.consumed / (time.monotonic() - pt.first)
+        await pt.stop()
+    else:
+        worker = WorkerUnderTest(settings, args.model_dir, free_port())
+        try:
+            first: float | None = None
+            deadline = time.monotonic() + 300
+            while (n := worker.metric("recloop_worker_events_total")) < args.backlog:
+                if n > 0 and first is None:
+                    first = time.monotonic()
+                if worker.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"worker stalled at {n} events; see {worker.log.name}")
+                await asyncio.sleep(0.05)
+            assert first is not None
+            results["events_per_s"] = args.backlog / (time.monotonic() - first)
+        finally:
+            worker.stop()
+
+    # 2) Latency at a fixed open-loop rate.
+    topics = fresh_topics(f"{kind}-lat", args.partitions)
+    settings = Settings(bootstrap=args.bootstrap, topics=topics)
+    await ensure_topics(settings)
+    source = EventSource(items, args.users, seed=2)
+    stop, ready, lat = asyncio.Event(), asyncio.Event(), []
+    reader = asyncio.create_task(
+        latencies(args.bootstrap, topics.recommendations, stop, lat, ready)
+    )
+    await asyncio.wait_for(ready.wait(), 60)
+    worker = None
+    pt = None
+    try:
+        if kind == "passthrough":
+            pt = Passthrough(args.bootstrap, topics)
+            await pt.start()
+        else:
+            worker = WorkerUnderTest(settings, args.model_dir, free_port())
+            await worker.ready(args.partitions)
+        # A short warm-up at the same rate is not counted.
+        await produce_at_rate(args.bootstrap, topics.events, source, args.rate, args.warmup)
+        await asyncio.sleep(0.5)
+        lat.clear()
+        sent = await produce_at_rate(args.bootstrap, topics.events, source, args.rate, args.seconds)
+        deadline = time.monotonic() + 10
+        while len(lat) < sent and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        results["latency"] = list(lat)
+        results["answered"] = f"{len(lat)}/{sent}"
+    finally:
+        stop.set()
+        await reader
+        if pt:
+            await pt.stop()
+        if worker:
+            worker.stop()
+    return results
+
+
+def ensure_model(model_dir: Path | None) -> Path:
+    if model_dir is not None:
+        return model_dir
+    path = ROOT / "artifacts" / "bench-model"
+    if not (path / "card.json").is_file():
+        print(f"training a small transformer into {path} (once) ...", flush=True)
+        from models.data.synthetic import SyntheticWorld
+        from models.train.config import TrainConfig
+        from models.train.pipeline import train_all
+
+        world = SyntheticWorld.generate(n_users=500, n_items=300, seed=0)
+        train_all(world.log, path, TrainConfig.preset_named("small"))
+    return path
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bootstrap", help="Kafka to use (default: start a local Apache Kafka)")
+    parser.add_argument("--model-dir", type=Path, help="trained model directory")
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--users", type=int, default=5000)
+    parser.add_argument("--backlog", type=int, default=40_000, help="events for throughput")
+    parser.add_argument("--rate", type=float, default=1000.0, help="events/s for latency")
+    parser.add_argument("--seconds", type=float, default=20.0, help="latency phase length")
+    parser.add_argument("--warmup", type=float, default=3.0)
+    args = parser.parse_args()
+    args.model_dir = ensure_model(args.model_dir)
+    items = json.loads((args.model_dir / "items.json").read_text())[2:]
+    broker = None
+    if not args.bootstrap:
+        from recloop.brokers import BROKERS
+
+        broker = BROKERS["kafka"]().start()
+        args.bootstrap = broker.bootstrap
+    try:
+        print(
+            f"broker {args.bootstrap}, model {args.model_dir}, {os.cpu_count()} cores", flush=True
+        )
+        rows = [await measure(kind, args, items) for kind in ("passthrough", "worker")]
+    finally:
+        if broker:
+            broker.stop()
+    print()
+    print(f"{'':12} {'sustained':>16}   latency at {args.rate:.0f} events/s (event -> answer)")
+    for row in rows:
+        print(
+            f"{row['kind']:12} {row['events_per_s']:10.0f} ev/s   {summary(row['latency'])}"
+            f"  answered {row['answered']}"
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

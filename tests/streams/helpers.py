@@ -1,0 +1,148 @@
+"""Helpers for worker integration tests: settings, expected state, changelog and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from recloop.brokers import free_port
+from streams.config import Settings, WorkerConfig
+from streams.contract import Recommendation, UserEvent, decode_recommendation
+from streams.state import UserState, apply, decode_state
+from tests.support import WorkerProcess, collect, unique_topics
+
+
+def worker_settings(bootstrap: str, tmp_path: Path, prefix: str, **worker: object) -> Settings:
+    """Settings for one test's worker(s): fresh topics, app id, metrics port and data dir."""
+    port = free_port()
+    defaults: dict[str, object] = {
+        "app_id": f"{prefix}-{port}",
+        "strategy": "random",
+        "model_dir": tmp_path / "no-model",
+        "metrics_port": port,
+        "data_dir": tmp_path / "worker",
+    }
+    return Settings(
+        bootstrap=bootstrap,
+        topics=unique_topics(prefix),
+        worker=WorkerConfig(**(defaults | worker)),  # type: ignore[arg-type]
+    )
+
+
+def expected_states(events: Iterable[UserEvent], history_length: int) -> dict[str, UserState]:
+    """Each user's state after folding their events in order (what the table must hold)."""
+    states: dict[str, UserState] = {}
+    for event in events:
+        apply(states.setdefault(event.user_id, UserState()), event, history_length)
+    return states
+
+
+def triggering(events: Iterable[UserEvent], settings: Settings) -> set[str]:
+    return {e.event_id for e in events if e.event_type.value in settings.worker.trigger_on}
+
+
+async def collect_recommendations(
+    settings: Settings, want: set[str], timeout: float = 90.0
+) -> list[Recommendation]:
+    """Every recommendation on the topic, once all of `want` are answered (or the timeout)."""
+    raw = await collect(
+        settings.bootstrap,
+        settings.topics.recommendations,
+        lambda vs: {decode_recommendation(v).event_id for v in vs} >= want,
+        timeout=timeout,
+    )
+    # Records produced just after the last wanted one (duplicates) must be seen too.
+    await asyncio.sleep(1.0)
+    raw = await collect(settings.bootstrap, settings.topics.recommendations, lambda vs: False, 3)
+    return [decode_recommendation(v) for v in raw]
+
+
+async def read_changelog(settings: Settings) -> dict[str, UserState]:
+    """The latest state per user from the worker's table changelog topic."""
+    topic = f"{settings.worker.app_id}-user-state-changelog"
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in range(settings.topics.partitions)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        end = await consumer.end_offsets(parts)
+        latest: dict[str, UserState] = {}
+        deadline = time.monotonic() + 30
+
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < end[tp] for tp in parts])
+
+        while time.monotonic() < deadline and await behind():
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for r in records:
+                    if r.key is not None and r.value is not None:
+                        latest[r.key.decode()] = decode_state(r.value)
+        return latest
+    finally:
+        await consumer.stop()
+
+
+def metric(port: int, name: str, label: str = "") -> float:
+    """Sum of the samples of `name` (lines containing `label`) from a worker's endpoint."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        sample, _, value = line.rpartition(" ")
+        if sample.split("{")[0] == name and label in sample:
+            total += float(value)
+    return total
+
+
+class Worker(WorkerProcess):
+    """A worker subprocess with extra RECLOOP_* variables (settings `settings_env` omits)."""
+
+    def __init__(self, settings: Settings, **env: str) -> None:
+        super().__init__(settings)
+        self.extra_env = env
+
+    def start(self) -> Worker:
+        saved = {k: os.environ.get(k) for k in self.extra_env}
+        os.environ.update(self.extra_env)
+        try:
+            super().start()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        return self
+
+
+async def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `check` (exceptions count as False) until true, else fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def duplicates(recs: Iterable[Recommendation]) -> dict[str, int]:
+    return {k: n for k, n in Counter(r.event_id for r in recs).items() if n > 1}
+
+
+def comparable(state: UserState) -> tuple[object, ...]:
+    """The parts of a state that depend only on the events (not on timing)."""
+    return (state.history, state.counts, state.last_seq, state.session_id, state.session_events)
