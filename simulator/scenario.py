@@ -1,0 +1,289 @@
+"""Scenario files (YAML): load stages, population, user model, timeouts, topics and thresholds.
+
+Validated by pydantic with `extra="forbid"` everywhere, so a typo is an error; `load_scenario`
+turns validation errors into one `ScenarioError` that names each bad key and what it allows.
+Durations are seconds or strings such as `500ms`, `30s`, `2m`, `1h`. Stage `rate` is new
+sessions per second (Poisson arrivals); events per second follow from what users do.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from simulator.thresholds import Threshold, ThresholdError, parse_threshold
+
+
+class ScenarioError(ValueError):
+    """The scenario file is invalid; the message names each bad key and the allowed values."""
+
+
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or a string like `250ms`, `30s`, `2m`, `1h`."""
+    if isinstance(value, bool):
+        raise ValueError("a duration must be a number of seconds or a string like '30s'")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str) and (m := _DURATION.match(value)):
+        return float(m.group(1)) * _UNITS[m.group(2)]
+    raise ValueError(f"{value!r} is not a duration; use seconds or e.g. '500ms', '30s', '2m', '1h'")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+Rate = Annotated[float, Field(ge=0, le=1_000_000)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Constant(_Strict):
+    """The same arrival rate for the whole stage."""
+
+    kind: Literal["constant"] = "constant"
+    rate: Rate
+    duration: PositiveDuration
+
+    def rate_at(self, t: float) -> float:
+        return self.rate
+
+
+class Soak(Constant):
+    """A long constant stage (named separately so reports say what the stage was for)."""
+
+    kind: Literal["soak"] = "soak"  # type: ignore[assignment]
+
+
+class Ramp(_Strict):
+    """Linear change of the rate from `start` to `end`."""
+
+    kind: Literal["ramp"] = "ramp"
+    start: Rate
+    end: Rate
+    duration: PositiveDuration
+
+    def rate_at(self, t: float) -> float:
+        return self.start + (self.end - self.start) * min(1.0, t / self.duration)
+
+
+class Step(_Strict):
+    """Equal-length steps through `rates`."""
+
+    kind: Literal["step"] = "step"
+    rates: list[Rate] = Field(min_length=1)
+    duration: PositiveDuration
+
+    def rate_at(self, t: float) -> float:
+        i = min(len(self.rates) - 1, int(t / self.duration * len(self.rates)))
+        return self.rates[i]
+
+
+class Spike(_Strict):
+    """A base rate with a burst to `peak` from `at` for `width` seconds."""
+
+    kind: Literal["spike"] = "spike"
+    rate: Rate
+    peak: Rate
+    at: Duration = 0.0
+    width: PositiveDuration = 5.0
+    duration: PositiveDuration
+
+    def rate_at(self, t: float) -> float:
+        return self.peak if self.at <= t < self.at + self.width else self.rate
+
+
+class Diurnal(_Strict):
+    """A sinusoidal day compressed into `period`: mean * (1 + amplitude * sin)."""
+
+    kind: Literal["diurnal"] = "diurnal"
+    mean: Rate
+    amplitude: float = Field(0.5, ge=0, le=1)
+    period: PositiveDuration = 60.0
+    duration: PositiveDuration
+
+    def rate_at(self, t: float) -> float:
+        return self.mean * (1 + self.amplitude * math.sin(2 * math.pi * t / self.period))
+
+
+Stage = Annotated[Constant | Soak | Ramp | Step | Spike | Diurnal, Field(discriminator="kind")]
+STAGE_KINDS = ("constant", "ramp", "step", "spike", "soak", "diurnal")
+
+
+class WorldSpec(_Strict):
+    """A synthetic world (models.data.synthetic) whose ground truth drives the users."""
+
+    users: int = Field(500, ge=1)
+    items: int = Field(300, ge=10)
+    seed: int = 0
+
+
+class PopulationSpec(_Strict):
+    """Where users come from and how they react.
+
+    `source: world` takes users from a synthetic world's ground truth (reactions from the true
+    click model); `source: model` samples them from the trained user generator in `model_dir`
+    and reacts with the behaviour model (`behaviour: lstm` or `lm`).
+    """
+
+    size: int = Field(1000, ge=1, le=10_000_000)
+    source: Literal["world", "model"] = "world"
+    world: WorldSpec = WorldSpec()
+    model_dir: Path = Path("artifacts/models")
+    behaviour: Literal["lstm", "lm"] = "lstm"
+
+
+class UserSpec(_Strict):
+    """The user model's knobs (per-user values are drawn around these, deterministically)."""
+
+    patience: PositiveDuration = 2.0
+    """Mean seconds a user waits for a recommendation before abandoning the session."""
+    think_time: Duration = 1.0
+    """Mean seconds between seeing a slate and acting on it."""
+    organic_share: float = Field(0.1, ge=0, le=1)
+    """Share of a user's steps that are organic browsing, not driven by a recommendation."""
+    max_steps: int = Field(20, ge=1, le=1000)
+    fatigue: float = Field(0.15, ge=0)
+    """Added to the leave logit per step of the session."""
+    boredom: float = Field(2.0, ge=0)
+    """Added to the leave logit times the share of slate items already shown this session."""
+    drift: float = Field(0.05, ge=0, le=1)
+    """How far preferences move between sessions (interest drift)."""
+    return_probability: float = Field(0.5, ge=0, le=1)
+    """Base chance a user comes back after leaving; satisfied users return more often."""
+    return_after: Duration = 10.0
+    """Mean seconds before a returning user starts the next session."""
+
+
+class TopicSpec(_Strict):
+    """Overrides of the topic names from the settings."""
+
+    events: str | None = None
+    recommendations: str | None = None
+
+
+class Scenario(_Strict):
+    """A whole load test."""
+
+    name: str = "scenario"
+    seed: int = 0
+    stages: list[Stage] = Field(min_length=1)
+    population: PopulationSpec = PopulationSpec()
+    user: UserSpec = UserSpec()
+    recommendation_timeout: PositiveDuration = 5.0
+    """Requests unanswered after this long are given up (the user has long gone)."""
+    topics: TopicSpec = TopicSpec()
+    thresholds: list[str] = []
+    abort_on_breach: bool = False
+    late_threshold: PositiveDuration = 0.005
+    """A send later than this after its intended time is counted as late."""
+
+    @property
+    def duration(self) -> float:
+        return sum(s.duration for s in self.stages)
+
+    def rate_at(self, t: float) -> float:
+        """Session arrival rate at `t` seconds into the run (0 after the last stage)."""
+        for stage in self.stages:
+            if t < stage.duration:
+                return stage.rate_at(t)
+            t -= stage.duration
+        return 0.0
+
+    def parsed_thresholds(self) -> list[Threshold]:
+        return [parse_threshold(t) for t in self.thresholds]
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    """Field names allowed at `loc`'s parent, for "unknown key" messages."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            if part in current.model_fields:
+                current = _model_of(current.model_fields[part].annotation)
+            elif part in STAGE_KINDS:
+                current = {
+                    "constant": Constant,
+                    "soak": Soak,
+                    "ramp": Ramp,
+                    "step": Step,
+                    "spike": Spike,
+                    "diurnal": Diurnal,
+                }[part]
+            else:
+                return None
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return None
+
+
+def _model_of(annotation: Any) -> Any:
+    args = getattr(annotation, "__args__", ())
+    for arg in args:
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return annotation
+
+
+def scenario_from_dict(data: Any, origin: str = "scenario") -> Scenario:
+    """Validate a parsed scenario, raising `ScenarioError` with one line per problem."""
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{origin}: expected a mapping of keys, got {type(data).__name__}")
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            if err["type"] == "extra_forbidden":
+                allowed = _allowed_keys(Scenario, err["loc"])
+                hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+                lines.append(f"  {key}: unknown key{hint}")
+            elif err["type"] == "union_tag_invalid":
+                lines.append(
+                    f"  {key}: unknown stage kind {err['input'].get('kind')!r}; "
+                    f"allowed values: {', '.join(STAGE_KINDS)}"
+                )
+            elif err["type"] == "union_tag_not_found":
+                lines.append(f"  {key}.kind: missing; allowed values: {', '.join(STAGE_KINDS)}")
+            else:
+                lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
+        raise ScenarioError(f"{origin} is invalid:\n" + "\n".join(lines)) from None
+    for i, text in enumerate(scenario.thresholds):
+        try:
+            parse_threshold(text)
+        except ThresholdError as exc:
+            raise ScenarioError(f"{origin} is invalid:\n  thresholds.{i}: {exc}") from None
+    return scenario
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario YAML file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ScenarioError(f"{p}: no such scenario file")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"{p}: not valid YAML: {exc}") from None
+    return scenario_from_dict(data, str(p))
+
+
+def quick_scenario(
+    rate: float, duration: float, **overrides: Any
+) -> Scenario:  # pragma: no cover - thin helper
+    """A one-stage constant scenario (for the CLI without a file, demos and tests)."""
+    return scenario_from_dict(
+        {"stages": [{"kind": "constant", "rate": rate, "duration": duration}], **overrides}
+    )
