@@ -36,7 +36,7 @@ from hdrh.histogram import HdrHistogram
 
 from simulator import metrics
 from simulator.pacing import Pacer
-from simulator.replay.amplify import schedule_offsets
+from simulator.replay.amplify import Selection, clone, in_replay_order, schedule_offsets, select
 from simulator.replay.sources import Row
 from streams.config import Settings
 from streams.contract import (
@@ -90,6 +90,20 @@ class Plan:
         return math.isinf(self.speed)
 
 
+def make_plan(
+    rows: list[Row],
+    *,
+    selection: Selection | None = None,
+    copies: int = 0,
+    clone_shift: float = 60.0,
+    speed: float = 1.0,
+    max_gap: float | None = None,
+) -> Plan:
+    """Select, clone and order `rows`, then schedule them at `speed` (math.inf: no pacing)."""
+    chosen = select(rows, selection) if selection is not None else list(rows)
+    return Plan.build(in_replay_order(clone(chosen, copies, clone_shift)), speed, max_gap)
+
+
 @dataclass(slots=True)
 class Options:
     """How to replay. `loops` 0 means forever (stop with `duration` or Ctrl-C)."""
@@ -120,8 +134,9 @@ class Rewriter:
         self.original_period = plan.original_span + options.loop_gap
         self.period = 0.0 if plan.as_fast_as_possible else plan.span + gap / plan.speed
 
-    def event_time(self, row: Row, loop: int, offset: float, now: float) -> float:
-        """The new event time for `row` in `loop`, sent `offset` s into the replay (or `now`)."""
+    def record_time(self, row: Row, loop: int, offset: float, now: float) -> float:
+        """The new record timestamp of `row` in `loop`, sent `offset` s into the replay (or
+        `now`, as fast as possible)."""
         mode = self.options.time_mode
         if mode == "keep":
             return row.time + loop * self.original_period
@@ -129,9 +144,15 @@ class Rewriter:
             return self.start_wall + (row.time - self.plan.first_time) + loop * self.original_period
         return now if self.plan.as_fast_as_possible else self.start_wall + offset
 
-    def event(self, row: Row, loop: int, event_time: float, produce_time: float) -> UserEvent:
+    def event(self, row: Row, loop: int, record_time: float, produce_time: float) -> UserEvent:
+        """The event to send: `event_time` moves with the record timestamp (`keep`, `shift`)
+        or is the new record timestamp (`scale`)."""
         ev = row.event
         assert ev is not None
+        if self.options.time_mode == "scale":
+            event_time = record_time
+        else:
+            event_time = max(0.0, ev.event_time + (record_time - row.time))
         changes: dict[str, object] = {"event_time": event_time, "produce_time": produce_time}
         if loop:
             suffix = f"~l{loop}"
@@ -179,7 +200,9 @@ class ReplaySource:
                 intended_wall = wall0 + at
                 yield (
                     start_monotonic + at,
-                    rw.event(row, loop, rw.event_time(row, loop, at, intended_wall), intended_wall),
+                    rw.event(
+                        row, loop, rw.record_time(row, loop, at, intended_wall), intended_wall
+                    ),
                 )
             await asyncio.sleep(0)
 
@@ -462,15 +485,14 @@ class Replayer:
                 lag = await pacer.wait_until(intended)
                 now = time.time()
                 at = intended - start
+                ts = rw.record_time(row, loop, at, now)
                 if row.event is not None:
-                    event = rw.event(row, loop, rw.event_time(row, loop, at, now), now)
+                    event = rw.event(row, loop, ts, now)
                     value = encode(event)
-                    ts = event.event_time
                     result.by_type[event.event_type.value] += 1
                 else:
                     event = None
                     value = row.value
-                    ts = rw.event_time(row, loop, at, now)
                 fut = await producer.send(
                     topic,
                     value=value,
@@ -517,18 +539,17 @@ class Replayer:
                 if self._expired():
                     break
                 now = time.time()
-                ts_now = int(now * 1000)
                 for row in rows[lo : lo + chunk]:
+                    record_time = rw.record_time(row, loop, 0.0, now)
+                    ts = int(record_time * 1000)
                     if row.event is not None:
-                        event = rw.event(row, loop, rw.event_time(row, loop, 0.0, now), now)
+                        event = rw.event(row, loop, record_time, now)
                         value = encode(event)
-                        ts = int(event.event_time * 1000)
                         by_type[event.event_type.value] += 1
                         if tracker is not None:
                             tracker.expect(event, now, now)
                     else:
                         value = row.value
-                        ts = int(rw.event_time(row, loop, 0.0, now) * 1000) or ts_now
                     headers = row.headers or []
                     if (
                         batch.append(key=row.key, value=value, timestamp=ts, headers=headers)
