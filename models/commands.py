@@ -1,9 +1,109 @@
-"""`recloop` subcommands owned by the `models` package."""
+"""`recloop` subcommands owned by the `models` package: data, train, evaluate.
+
+TensorFlow is imported inside `train` only, so the other commands work without the extra.
+"""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 
+def _fail(exc: Exception) -> typer.Exit:
+    typer.secho(str(exc), fg="red", err=True)
+    return typer.Exit(1)
+
+
+def data(
+    spec: Annotated[str, typer.Argument(help="kind:path, e.g. movielens:../shared/data/ml")],
+    lenient: Annotated[bool, typer.Option(help="Skip and count bad rows instead of failing")] = False,
+    write_jsonl: Annotated[Path | None, typer.Option(help="Write canonical events here")] = None,
+) -> None:
+    """Load a data set, print a summary, optionally convert it to canonical JSONL."""
+    import msgspec
+
+    from models.data.loaders import load
+    from models.data.loaders import write_jsonl as write
+    from models.data.schema import DataError
+
+    try:
+        log = load(spec, lenient=lenient)
+    except DataError as exc:
+        raise _fail(exc) from None
+    typer.echo(msgspec.json.format(msgspec.json.encode(log.summary())).decode())
+    if write_jsonl:
+        typer.echo(f"wrote {write(log, write_jsonl)} events to {write_jsonl}")
+
+
+def train(
+    data_spec: Annotated[str, typer.Option("--data", help="kind:path of the training log")] = (
+        "movielens:../shared/data/movielens-latest-small"
+    ),
+    out: Annotated[Path, typer.Option(help="Model directory to write")] = Path("artifacts/models"),
+    preset: Annotated[str, typer.Option(help="small (fast) or full")] = "full",
+    seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+) -> None:
+    """Train all models (TensorFlow), export ONNX, write the model card and offline metrics."""
+    from models.data.loaders import load
+    from models.data.schema import DataError
+
+    try:
+        from models.train.config import TrainConfig
+        from models.train.pipeline import train_all
+    except ImportError as exc:
+        raise _fail(RuntimeError(f"training needs the extra: pip install -e '.[train]' ({exc})"))
+    from models.evaluate import format_table
+
+    try:
+        config = TrainConfig.preset_named(preset)
+        config.seed = seed
+        card = train_all(load(data_spec), out, config)
+    except (DataError, ValueError) as exc:
+        raise _fail(exc) from None
+    typer.echo(f"model version {card.version} written to {out}")
+    typer.echo(f"training seconds: {json.dumps({k: round(v, 1) for k, v in card.training_seconds.items()})}")
+    typer.echo(format_table(card.metrics))
+
+
+def evaluate(
+    model_dir: Annotated[Path, typer.Option(help="Model directory")] = Path("artifacts/models"),
+    data_spec: Annotated[str | None, typer.Option("--data", help="kind:path (default: the "
+                                                  "card's training data)")] = None,
+    out: Annotated[Path | None, typer.Option(help="Metrics JSON (default: model dir)")] = None,
+) -> None:
+    """Offline metrics on the held-out chronological split, baselines beside the model."""
+    from models.data.loaders import load
+    from models.data.schema import DataError
+    from models.evaluate import evaluate_all, format_table
+    from models.runtime import ModelDir, ModelLoadError
+    from models.train.config import TrainConfig
+    from models.train.pipeline import prepare
+
+    try:
+        md = ModelDir(model_dir)
+        spec = data_spec or md.card.data_source
+        cfg = md.card.training_config
+        config = TrainConfig.preset_named(str(cfg.get("preset", "full")))
+        config.seed = int(cfg.get("seed", 0))  # type: ignore[arg-type]
+        prep = prepare(load(spec), config)
+        if prep.vocab.sha256() != md.card.vocab_sha256:
+            typer.secho("warning: this data gives a different vocabulary than the model's; "
+                        "unknown items count as misses", fg="yellow", err=True)
+        metrics = evaluate_all(md, prep.held)
+    except (DataError, ModelLoadError, ValueError) as exc:
+        raise _fail(exc) from None
+    typer.echo(f"model {md.version} on {spec}")
+    typer.echo(format_table(metrics))
+    target = out or model_dir / "metrics.json"
+    target.write_text(json.dumps(metrics, indent=2))
+    typer.echo(f"metrics written to {target}")
+
+
 def register(app: typer.Typer) -> None:
     """Add this package's subcommands to the `recloop` CLI."""
+    app.command("data")(data)
+    app.command("train")(train)
+    app.command("evaluate")(evaluate)

@@ -103,11 +103,12 @@ class _Builder:
             return
         raise DataError(message, path=str(self.path), line=line, column=column)
 
-    def check_columns(self, present: Iterable[str], line: int = 1) -> None:
+    def check_columns(self, present: Iterable[str], line: int = 1, sparse: bool = False) -> None:
         have = set(present)
         m = self.mapping
         # value and session are optional: a source without them just has NaN / "" there.
-        for name in (m.user, m.item, m.event_type, m.time):
+        # Sparse rows (JSON objects) may omit item_id on itemless events; rows are checked later.
+        for name in (m.user, m.time) if sparse else (m.user, m.item, m.event_type, m.time):
             if name is not None and name not in have:
                 raise DataError(
                     f"missing column {name!r}; the file has {sorted(have)}. Pass a column "
@@ -306,7 +307,7 @@ def load_table(
                     builder.fail("bad_json", "each line must be a JSON object", line, None)
                     continue
                 if not checked:
-                    builder.check_columns(row.keys(), line)
+                    builder.check_columns(row.keys(), line, sparse=True)
                     checked = True
                 builder.add(row, line)
         return builder.build(f"jsonl:{p}"), builder.report

@@ -23,6 +23,7 @@ from models.data.preprocess import (
     user_sequences,
 )
 from models.data.schema import EventLog
+from models.data.stats import UserStats, user_stats
 from models.evaluate import HeldOut
 from models.runtime.card import ITEMS_FILE, ModelCard, ModelDir
 from models.runtime.vocab import Vocabulary
@@ -41,8 +42,6 @@ class Prepared:
 
 def prepare(data: EventLog, config: TrainConfig) -> Prepared:
     """Deterministic preprocessing: dedup, k-core, sessions, vocabulary, chronological splits."""
-    from models.train.generator import user_stats
-
     log = sessionise(
         k_core(deduplicate(data), config.min_user_events, config.min_item_events),
         config.session_gap_seconds,
@@ -91,12 +90,19 @@ def _cooccurrence(sequences: list[np.ndarray], n_items: int, window: int = 5, to
     return neighbours, weights
 
 
-def train_all(data: EventLog, out_dir: str | Path, config: TrainConfig | None = None) -> ModelCard:
+def train_all(
+    data: EventLog,
+    out_dir: str | Path,
+    config: TrainConfig | None = None,
+    keep: dict[str, object] | None = None,
+) -> ModelCard:
     """Train recommender, both behaviour models and the user generator; export; evaluate.
 
     The directory is built beside `out_dir` and renamed into place, so a reader never sees a
-    half-written model directory.
+    half-written model directory. `keep`, if given, receives the Keras inference models by
+    role (for parity tests).
     """
+    keep = {} if keep is None else keep
     from models.evaluate import evaluate_all
     from models.train import behaviour as beh
     from models.train import generator as gen
@@ -122,8 +128,9 @@ def train_all(data: EventLog, out_dir: str | Path, config: TrainConfig | None = 
 
     trained = rec.train_recommender(split.train, n_items, max_len, config.recommender, config.seed)
     seconds["recommender"] = trained.seconds
+    keep["recommender"] = rec.inference_model(trained.model, config.recommender.max_k)
     entry = export_keras(
-        rec.inference_model(trained.model, config.recommender.max_k), rec.signature(),
+        keep["recommender"], rec.signature(),  # type: ignore[arg-type]
         tmp / "recommender.onnx", "sasrec-causal-transformer",
     )
     entry.config.update(
@@ -139,8 +146,9 @@ def train_all(data: EventLog, out_dir: str | Path, config: TrainConfig | None = 
         tb = beh.train_behaviour(prep.behaviour_train, n_items, max_len, config.behaviour, kind,
                                  config.seed)
         seconds[f"behaviour_{kind}"] = tb.seconds
+        keep[f"behaviour_{kind}"] = beh.inference_model(tb.model, kind)
         e = export_keras(
-            beh.inference_model(tb.model, kind), beh.signature(kind),
+            keep[f"behaviour_{kind}"], beh.signature(kind),  # type: ignore[arg-type]
             tmp / f"behaviour_{kind}.onnx",
             "embedding-lstm-sigmoid" if kind == "lstm" else "decoder-transformer-item-action-lm",
         )
@@ -157,9 +165,10 @@ def train_all(data: EventLog, out_dir: str | Path, config: TrainConfig | None = 
     stats = prep.held.real_stats
     user_index = {u: i for i, u in enumerate(prep.held.sequences.users)}
     rows = [user_index[u] for u in split.users]
-    fitted = gen.fit_generator(hidden, gen.UserStats(*stats[rows].T), config.generator, config.seed)
+    fitted = gen.fit_generator(hidden, UserStats(*stats[rows].T), config.generator, config.seed)
     np.savez(tmp / "generator.npz", weights=fitted.weights, low=fitted.low, high=fitted.high,
              history_temperature=np.float64(config.generator.history_temperature))
+    keep["generator"] = fitted.model
     models["generator"] = export_keras(
         fitted.model, gen.signature(fitted.features.shape[1]), tmp / "generator.onnx",
         "gaussian-mixture-user-features",

@@ -1,0 +1,63 @@
+"""Session-scoped trained model directories: train once, share across the models tests."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+MOVIELENS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "movielens-latest-small"
+
+
+@pytest.fixture(scope="session")
+def movielens_dir() -> Path:
+    if not (MOVIELENS / "ratings.csv").is_file():
+        pytest.skip(f"MovieLens not found at {MOVIELENS}")
+    return MOVIELENS
+
+
+class Trained:
+    def __init__(self, path: Path, card: object, keep: dict, seconds: float, prep: object) -> None:
+        self.path, self.card, self.keep, self.seconds, self.prep = path, card, keep, seconds, prep
+
+
+@pytest.fixture(scope="session")
+def movielens_models(tmp_path_factory: pytest.TempPathFactory, movielens_dir: Path) -> Trained:
+    """All models trained on MovieLens with a test-sized config (real quality, fewer epochs)."""
+    pytest.importorskip("tensorflow")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from models.data.loaders import load
+    from models.train.config import TrainConfig
+    from models.train.pipeline import prepare, train_all
+
+    config = TrainConfig.preset_named("full")
+    config.recommender.epochs = 12
+    config.behaviour.epochs = 2
+    config.behaviour.max_examples = 20_000
+    keep: dict = {}
+    out = tmp_path_factory.mktemp("ml") / "models"
+    log = load(f"movielens:{movielens_dir}")
+    started = time.perf_counter()
+    card = train_all(log, out, config, keep=keep)
+    return Trained(out, card, keep, time.perf_counter() - started, prepare(log, config))
+
+
+@pytest.fixture(scope="session")
+def synthetic_models(tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    """All models trained on a synthetic world with known ground truth."""
+    pytest.importorskip("tensorflow")
+    from models.data.synthetic import SyntheticWorld
+    from models.train.config import TrainConfig
+    from models.train.pipeline import prepare, train_all
+
+    config = TrainConfig.preset_named("small")
+    config.behaviour.epochs = 4
+    config.behaviour.max_examples = 30_000
+    keep: dict = {}
+    out = tmp_path_factory.mktemp("syn") / "models"
+    log = SyntheticWorld.generate(1000, 400, seed=0).log
+    started = time.perf_counter()
+    card = train_all(log, out, config, keep=keep)
+    return Trained(out, card, keep, time.perf_counter() - started, prepare(log, config))
