@@ -1,9 +1,175 @@
-"""`recloop` subcommands owned by the `simulator` package."""
+"""`recloop` subcommands owned by the `simulator` package: simulate, report, demo.
+
+Exit codes: 0 every threshold passed, 1 a threshold failed (or the run was aborted on a
+breach), 2 invalid scenario or configuration, 3 the simulation could not run.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+EXIT_FAILED, EXIT_INVALID, EXIT_ERROR = 1, 2, 3
 
 
 def register(app: typer.Typer) -> None:
     """Add this package's subcommands to the `recloop` CLI."""
+    app.command()(simulate)
+    app.command()(report)
+    app.command()(demo)
+
+
+def simulate(
+    scenario: Annotated[
+        Path | None, typer.Argument(help="Scenario YAML (default: a constant-rate scenario)")
+    ] = None,
+    bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers")] = None,
+    rate: Annotated[float, typer.Option(help="Sessions/s when no scenario file is given")] = 20.0,
+    duration: Annotated[float, typer.Option(help="Seconds when no scenario file is given")] = 60.0,
+    seed: Annotated[int | None, typer.Option(help="Override the scenario's seed")] = None,
+    shard: Annotated[str, typer.Option(help="This process's share of users, i/n")] = "0/1",
+    run_id: Annotated[
+        str | None, typer.Option(help="Run id (share it across the shards of one run)")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Report directory (reports/<run-id>)")] = None,
+    metrics_port: Annotated[int, typer.Option(help="Prometheus port (0: off)")] = 9466,
+    live: Annotated[bool, typer.Option(help="Live terminal view")] = True,
+    abort_on_breach: Annotated[
+        bool | None, typer.Option(help="Stop as soon as a threshold is breached")
+    ] = None,
+) -> None:
+    """Run simulated users against the recommender on Kafka; report and check thresholds."""
+    from simulator.scenario import ScenarioError, load_scenario, quick_scenario
+    from streams.config import ConfigError, load_settings
+
+    try:
+        sc = load_scenario(scenario) if scenario else quick_scenario(rate, duration)
+        updates = {}
+        if seed is not None:
+            updates["seed"] = seed
+        if abort_on_breach is not None:
+            updates["abort_on_breach"] = abort_on_breach
+        sc = sc.model_copy(update=updates)
+        settings = load_settings(bootstrap=bootstrap)
+        from simulator.population import Shard
+
+        part = Shard.parse(shard)
+    except (ScenarioError, ConfigError, ValueError) as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(EXIT_INVALID) from None
+    code = run_and_report(sc, settings, part, run_id, out, metrics_port, live)
+    raise typer.Exit(code)
+
+
+def run_and_report(
+    scenario: object,
+    settings: object,
+    shard: object,
+    run_id: str | None,
+    out: Path | None,
+    metrics_port: int,
+    live: bool,
+    broker_name: str | None = None,
+) -> int:
+    """Run one simulator process with the live view, write its report, return the exit code."""
+    import uuid
+
+    from simulator.live import LiveView
+    from simulator.population import PopulationError, Shard
+    from simulator.report import summarise, verdict_lines, write_report
+    from simulator.runner import SimulationError, run_simulation
+    from simulator.scenario import Scenario
+    from streams.config import Settings
+
+    assert isinstance(scenario, Scenario) and isinstance(settings, Settings)
+    assert isinstance(shard, Shard)
+    run_id = run_id or uuid.uuid4().hex[:12]
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        try:
+            start_http_server(metrics_port, addr="0.0.0.0")
+        except OSError as exc:
+            typer.secho(f"metrics port {metrics_port} unavailable ({exc}); metrics off", err=True)
+    try:
+        if live:
+            with LiveView(f"RecLoop {scenario.name} · run {run_id}") as view:
+                result = run_simulation(
+                    scenario, settings, shard=shard, run_id=run_id, on_tick=view.update
+                )
+        else:
+            result = run_simulation(scenario, settings, shard=shard, run_id=run_id)
+    except (SimulationError, PopulationError) as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        return EXIT_ERROR
+    summary = summarise(result, broker_name or settings.bootstrap)
+    suffix = "" if shard.count == 1 else f"-shard{shard.index}"
+    path = write_report(summary, out or Path("reports") / f"{run_id}{suffix}")
+    for line in verdict_lines(result.verdicts):
+        typer.echo(line)
+    if result.aborted:
+        typer.secho("aborted: a threshold was breached", fg="red")
+    typer.echo(f"report: {path}")
+    typer.echo(f"summary: {path.parent / 'summary.json'}")
+    return 0 if result.passed else EXIT_FAILED
+
+
+def report(
+    summaries: Annotated[list[Path], typer.Argument(help="summary.json files of one run")],
+    out: Annotated[Path, typer.Option(help="Directory for the merged report")] = Path(
+        "reports/merged"
+    ),
+) -> None:
+    """Merge the summaries of a sharded run (histograms merge exactly) into one report."""
+    from simulator.report import Summary, merge_summaries, verdict_lines, write_report
+
+    try:
+        parts = [Summary.from_json(p.read_text()) for p in summaries]
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        typer.secho(f"cannot read summaries: {exc}", fg="red", err=True)
+        raise typer.Exit(EXIT_INVALID) from None
+    merged = merge_summaries(parts)
+    path = write_report(merged, out)
+    for line in verdict_lines(merged.verdicts):
+        typer.echo(line)
+    typer.echo(f"report: {path}")
+    raise typer.Exit(0 if merged.passed else EXIT_FAILED)
+
+
+def demo(
+    duration: Annotated[float, typer.Option(help="Seconds of simulated load")] = 60.0,
+    rate: Annotated[float, typer.Option(help="Sessions per second")] = 20.0,
+    bootstrap: Annotated[
+        str | None, typer.Option(help="Use this Kafka instead of the embedded broker")
+    ] = None,
+    model_dir: Annotated[Path, typer.Option(help="Models (trained here if missing)")] = Path(
+        "artifacts/models"
+    ),
+    data: Annotated[
+        str | None,
+        typer.Option(help="kind:path of a training log (default: a synthetic world)"),
+    ] = None,
+    strategy: Annotated[str, typer.Option(help="Worker strategy")] = "onnx",
+    live: Annotated[bool, typer.Option(help="Live terminal view")] = True,
+    out: Annotated[Path | None, typer.Option(help="Report directory")] = None,
+) -> None:
+    """The whole loop: broker, models, worker and simulated users, then the report."""
+    from simulator.demo import DemoError, run_demo
+
+    try:
+        code = run_demo(
+            duration=duration,
+            rate=rate,
+            bootstrap=bootstrap,
+            model_dir=model_dir,
+            data=data,
+            strategy=strategy,
+            live=live,
+            out=out,
+        )
+    except DemoError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(EXIT_ERROR) from None
+    raise typer.Exit(code)

@@ -1,0 +1,260 @@
+"""`recloop demo`: the whole loop on one machine, from nothing to a report.
+
+Starts the embedded broker (or uses `--bootstrap`), creates the topics, trains small models
+into the model directory if there are none (a synthetic world, or the log given by `--data`),
+starts the worker as a subprocess, waits until it answers, runs the simulated users with the
+live view, writes the report and stops everything it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import typer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from streams.config import Settings, Topics, WorkerConfig, load_settings
+from streams.contract import EventType, UserEvent, decode_recommendation, encode
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_WORLD = {"users": 500, "items": 300, "seed": 0}
+"""The synthetic world the demo trains on and whose ground truth drives the users."""
+
+
+class DemoError(RuntimeError):
+    """A step of the demo failed; the message says which and what to do."""
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    """RECLOOP_* variables that give a worker subprocess the same settings."""
+    t, w = settings.topics, settings.worker
+    return {
+        "RECLOOP_BOOTSTRAP": settings.bootstrap,
+        "RECLOOP_TOPICS__EVENTS": t.events,
+        "RECLOOP_TOPICS__RECOMMENDATIONS": t.recommendations,
+        "RECLOOP_TOPICS__DEAD_LETTERS": t.dead_letters,
+        "RECLOOP_TOPICS__CONTROL": t.control,
+        "RECLOOP_TOPICS__PARTITIONS": str(t.partitions),
+        "RECLOOP_WORKER__APP_ID": w.app_id,
+        "RECLOOP_WORKER__STRATEGY": w.strategy,
+        "RECLOOP_WORKER__MODEL_DIR": str(w.model_dir),
+        "RECLOOP_WORKER__METRICS_PORT": str(w.metrics_port),
+        "RECLOOP_WORKER__WEB_PORT": str(w.web_port),
+        "RECLOOP_WORKER__DATA_DIR": str(w.data_dir),
+        "RECLOOP_WORKER__INJECT_DELAY_SECONDS": str(w.inject_delay_seconds),
+    }
+
+
+def start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
+    """`python -m recloop worker` in its own process group, logging to `log_path`."""
+    env = {**os.environ, **worker_env(settings), "PYTHONUNBUFFERED": "1"}
+    log = open(log_path, "ab")  # noqa: SIM115 - lives as long as the process
+    return subprocess.Popen(
+        [sys.executable, "-m", "recloop", "worker", "--loglevel", "warning"],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+async def wait_for_recommender(settings: Settings, timeout: float = 90.0) -> float:
+    """Send probe session starts until a recommendation answers one; returns seconds waited."""
+    kw = settings.kafka_kwargs()
+    t = settings.topics
+    consumer = AIOKafkaConsumer(t.recommendations, **kw, group_id=None, auto_offset_reset="latest")
+    producer = AIOKafkaProducer(**kw)
+    await consumer.start()
+    await producer.start()
+    started = time.monotonic()
+    probe = f"probe-{uuid.uuid4().hex[:8]}"
+    seq = int(time.time() * 1000) * 1000
+    try:
+        await consumer.seek_to_end()
+        while time.monotonic() - started < timeout:
+            seq += 1
+            event = UserEvent(
+                event_id=f"{probe}-{seq}",
+                user_id=probe,
+                event_type=EventType.SESSION_START,
+                event_time=time.time(),
+                seq=seq,
+                session_id=probe,
+            )
+            await producer.send_and_wait(t.events, encode(event), key=probe.encode())
+            deadline = time.monotonic() + 3.0
+            while time.monotonic() < deadline:
+                batches = await consumer.getmany(timeout_ms=250)
+                for records in batches.values():
+                    for r in records:
+                        with contextlib.suppress(ValueError):
+                            if decode_recommendation(r.value or b"").user_id == probe:
+                                return time.monotonic() - started
+        raise DemoError(f"the worker did not answer within {timeout:.0f}s")
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+def world_of(model_dir: Path) -> dict[str, int] | None:
+    """The synthetic world a model directory was trained on, from its card, if any."""
+    from models.runtime import ModelDir, ModelLoadError
+
+    try:
+        source = ModelDir(model_dir).card.data_source
+    except ModelLoadError:
+        return None
+    m = re.search(r"synthetic:users=(\d+),items=(\d+),seed=(\d+)", source)
+    return {"users": int(m[1]), "items": int(m[2]), "seed": int(m[3])} if m else None
+
+
+def ensure_models(model_dir: Path, data: str | None) -> None:
+    """Train the small preset into `model_dir` unless a model card is already there."""
+    if (model_dir / "card.json").is_file():
+        typer.echo(f"using the models in {model_dir}")
+        return
+    typer.echo(f"no models in {model_dir}: training the small preset (about a minute)...")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        from models.train.config import TrainConfig
+        from models.train.pipeline import train_all
+    except ImportError as exc:
+        raise DemoError(
+            f"training needs the extra: pip install -e '.[train]' ({exc}); "
+            "or point --model-dir at trained models"
+        ) from None
+    if data:
+        from models.data.loaders import load
+
+        log = load(data)
+    else:
+        from models.data.synthetic import SyntheticWorld
+
+        log = SyntheticWorld.generate(**DEMO_WORLD).log
+    started = time.monotonic()
+    card = train_all(log, model_dir, TrainConfig.preset_named("small"))
+    typer.echo(f"trained model {card.version} in {time.monotonic() - started:.0f}s")
+
+
+def demo_scenario(duration: float, rate: float, model_dir: Path) -> object:
+    """A gentle ramp then constant load, with users from the world the models learnt."""
+    from simulator.scenario import scenario_from_dict
+
+    world = world_of(model_dir)
+    population = (
+        {"size": 2000, "source": "world", "world": world}
+        if world
+        else {"size": 2000, "source": "model", "model_dir": str(model_dir)}
+    )
+    ramp = min(10.0, duration / 4)
+    return scenario_from_dict(
+        {
+            "name": "demo",
+            "seed": 1,
+            "stages": [
+                {"kind": "ramp", "start": rate / 5, "end": rate, "duration": ramp},
+                {"kind": "constant", "rate": rate, "duration": duration - ramp},
+            ],
+            "population": population,
+            "user": {"patience": "3s", "think_time": "1s"},
+            "thresholds": ["p99 latency < 2s", "abandonment < 10%"],
+        },
+        "demo scenario",
+    )
+
+
+def run_demo(
+    *,
+    duration: float = 60.0,
+    rate: float = 20.0,
+    bootstrap: str | None = None,
+    model_dir: Path = Path("artifacts/models"),
+    data: str | None = None,
+    strategy: str = "onnx",
+    live: bool = True,
+    out: Path | None = None,
+) -> int:
+    """Run the demo; returns the simulator's exit code (0 when every threshold passed)."""
+    from recloop.brokers import BrokerError, EmbeddedBroker, free_port
+    from simulator.commands import run_and_report
+    from simulator.population import Shard
+    from streams.topics import ensure_topics
+
+    model_dir = model_dir.resolve()
+    ensure_models(model_dir, data)
+    broker = None
+    worker = None
+    workdir = Path(tempfile.mkdtemp(prefix="recloop-demo-"))
+    try:
+        if bootstrap is None:
+            typer.echo("starting the embedded broker (Tansu)...")
+            try:
+                broker = EmbeddedBroker().start()
+            except BrokerError as exc:
+                raise DemoError(str(exc)) from None
+            bootstrap = broker.bootstrap
+        base = load_settings(bootstrap=bootstrap)
+        tag = uuid.uuid4().hex[:6]
+        settings = base.model_copy(
+            update={
+                "topics": base.topics if broker is None else Topics(partitions=4),
+                "worker": WorkerConfig(
+                    app_id=f"recloop-demo-{tag}",
+                    strategy=strategy,
+                    model_dir=model_dir,
+                    data_dir=workdir / "worker",
+                    metrics_port=free_port(),
+                    web_port=free_port(),
+                ),
+            }
+        )
+        asyncio.run(ensure_topics(settings))
+        log_path = workdir / "worker.log"
+        typer.echo(f"starting the worker (strategy {strategy}); log: {log_path}")
+        worker = start_worker(settings, log_path)
+        try:
+            waited = asyncio.run(wait_for_recommender(settings))
+        except (DemoError, KafkaError) as exc:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise DemoError(f"worker not ready: {exc}\n--- worker log ---\n{tail}") from None
+        typer.echo(f"worker answering after {waited:.1f}s; simulating for {duration:.0f}s")
+        scenario = demo_scenario(duration, rate, model_dir)
+        return run_and_report(
+            scenario,
+            settings,
+            Shard(),
+            None,
+            out,
+            0,
+            live,
+            broker_name=f"{'tansu (embedded)' if broker else 'kafka'} at {bootstrap}",
+        )
+    finally:
+        if worker is not None:
+            stop_process(worker)
+        if broker is not None:
+            broker.stop()

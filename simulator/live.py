@@ -1,0 +1,83 @@
+"""The live terminal view (rich): progress and the key figures, refreshed every tick."""
+
+from __future__ import annotations
+
+import math
+from types import TracebackType
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from simulator.runner import Snapshot
+
+
+def _ms(v: float | None) -> str:
+    if v is None:
+        return "–"
+    return "∞" if math.isinf(v) else f"{v * 1000:.1f} ms"
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{v * 100:.2f} %"
+
+
+def render(s: Snapshot, title: str = "RecLoop simulation") -> Group:
+    """One frame of the live view."""
+    f, c = s.figures, s.counts
+    table = Table(title=title, show_header=False, expand=False, min_width=60)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    rows = [
+        ("target events/s", f"{s.target_rate:.0f}", "achieved events/s", f"{s.achieved_rate:.0f}"),
+        ("active sessions", str(s.active_sessions), "events sent", str(c["events_sent"])),
+        ("p50 latency", _ms(f.get("latency.p50")), "p99 latency", _ms(f.get("latency.p99"))),
+        (
+            "p99 actual-send latency",
+            _ms(f.get("actual_latency.p99")),
+            "p99 schedule lag",
+            _ms(f.get("schedule_lag.p99")),
+        ),
+        ("late sends", str(c["late_sends"]), "timeouts", str(c["timeouts"])),
+        ("abandonment", _pct(f.get("abandonment")), "CTR", _pct(f.get("ctr"))),
+        (
+            "conversion",
+            _pct(f.get("conversion")),
+            "session depth",
+            "–" if f.get("session_depth") is None else f"{f['session_depth']:.2f}",
+        ),
+        ("hit rate", _pct(f.get("hit_rate")), "coverage", _pct(f.get("coverage"))),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    bar = ProgressBar(total=max(s.duration, 1e-9), completed=min(s.elapsed, s.duration), width=50)
+    progress = Text(f" {s.elapsed:5.1f} / {s.duration:.0f} s")
+    lines = [Group(bar, progress), table]
+    for v in s.verdicts:
+        style = "green" if v.passed else "bold red"
+        lines.append(Text(f"{'✓' if v.passed else '✗'} {v.threshold}", style=style))
+    return Group(*lines)
+
+
+class LiveView:
+    """Context manager: `with LiveView() as view: ... view.update(snapshot)`."""
+
+    def __init__(self, title: str = "RecLoop simulation", console: Console | None = None) -> None:
+        self.title = title
+        self.live = Live(console=console, refresh_per_second=2, transient=False)
+
+    def update(self, snapshot: Snapshot) -> None:
+        self.live.update(render(snapshot, self.title))
+
+    def __enter__(self) -> LiveView:
+        self.live.__enter__()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.live.__exit__(et, ev, tb)

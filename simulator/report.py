@@ -1,0 +1,404 @@
+"""The end-of-run JSON summary and a self-contained HTML report (inline SVG plots, no scripts).
+
+`summary.json` carries the figures, the threshold verdicts, the run's metadata and the raw
+mergeable stats, so `recloop report a/summary.json b/summary.json` can combine the processes
+of one sharded run into one report.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from simulator.runner import RunResult
+from simulator.stats import RunStats
+from simulator.thresholds import Verdict, evaluate, parse_threshold
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def git_revision() -> str:
+    """The repository's HEAD (with `-dirty`), or `unknown` outside a checkout."""
+    try:
+        rev = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        return rev or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@dataclass(slots=True)
+class Summary:
+    """Everything the report shows, JSON-ready."""
+
+    run_id: str
+    scenario_name: str
+    scenario: dict[str, Any]
+    seed: int
+    shards: list[str]
+    started: float
+    finished: float
+    git_revision: str
+    broker: str
+    versions: dict[str, str]
+    recommender: dict[str, str]
+    passed: bool
+    aborted: bool
+    figures: dict[str, float | None]
+    counts: dict[str, int]
+    ended_by: dict[str, int]
+    verdicts: list[dict[str, Any]]
+    stats: dict[str, Any] = field(repr=False)
+
+    def to_json(self) -> str:
+        def clean(v: Any) -> Any:
+            if isinstance(v, float) and math.isinf(v):
+                return "inf"
+            if isinstance(v, dict):
+                return {k: clean(x) for k, x in v.items()}
+            if isinstance(v, list):
+                return [clean(x) for x in v]
+            return v
+
+        return json.dumps(clean(asdict(self)), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> Summary:
+        data = json.loads(text)
+
+        def unclean(v: Any) -> Any:
+            return math.inf if v == "inf" else v
+
+        data["figures"] = {k: unclean(v) for k, v in data["figures"].items()}
+        return cls(**data)
+
+
+def summarise(result: RunResult, broker: str) -> Summary:
+    """The summary of one simulator process's result."""
+    return Summary(
+        run_id=result.run_id,
+        scenario_name=result.scenario.name,
+        scenario=result.scenario.model_dump(mode="json"),
+        seed=result.scenario.seed,
+        shards=[str(result.shard)],
+        started=result.started,
+        finished=result.finished,
+        git_revision=git_revision(),
+        broker=broker,
+        versions=result.versions,
+        recommender=result.recommender,
+        passed=result.passed,
+        aborted=result.aborted,
+        figures=result.stats.figures(),
+        counts=dict(result.stats.counts),
+        ended_by=dict(result.stats.ended_by),
+        verdicts=[asdict(v) for v in result.verdicts],
+        stats=result.stats.to_dict(),
+    )
+
+
+def merge_summaries(parts: list[Summary]) -> Summary:
+    """One summary for the processes of one sharded run (histograms merged exactly)."""
+    if not parts:
+        raise ValueError("nothing to merge")
+    stats = RunStats.from_dict(parts[0].stats)
+    for p in parts[1:]:
+        stats.merge(RunStats.from_dict(p.stats))
+    first = parts[0]
+    thresholds = [parse_threshold(t) for t in first.scenario.get("thresholds", [])]
+    verdicts = evaluate(thresholds, stats.figures(), final=True)
+    aborted = any(p.aborted for p in parts)
+    return Summary(
+        run_id=first.run_id,
+        scenario_name=first.scenario_name,
+        scenario=first.scenario,
+        seed=first.seed,
+        shards=[s for p in parts for s in p.shards],
+        started=min(p.started for p in parts),
+        finished=max(p.finished for p in parts),
+        git_revision=first.git_revision,
+        broker=first.broker,
+        versions=first.versions,
+        recommender=first.recommender,
+        passed=all(v.passed for v in verdicts) and not aborted,
+        aborted=aborted,
+        figures=stats.figures(),
+        counts=dict(stats.counts),
+        ended_by=dict(stats.ended_by),
+        verdicts=[asdict(v) for v in verdicts],
+        stats=stats.to_dict(),
+    )
+
+
+# -- plotting (inline SVG) --------------------------------------------------------------------
+
+COLOURS = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2")
+
+
+def svg_chart(
+    title: str,
+    series: list[tuple[str, list[float], list[float | None]]],
+    *,
+    x_label: str = "seconds",
+    y_label: str = "",
+    log_x: bool = False,
+    width: int = 620,
+    height: int = 260,
+) -> str:
+    """A small line chart: `series` is (name, xs, ys); None and non-finite ys leave gaps."""
+    left, right, top, bottom = 60, 10, 28, 38
+    pts = [
+        (x, y)
+        for _, xs, ys in series
+        for x, y in zip(xs, ys, strict=True)
+        if y is not None and math.isfinite(y) and (not log_x or x > 0)
+    ]
+    head = f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">'
+    head += f'<text x="{left}" y="16" font-size="13" font-weight="bold">{html.escape(title)}</text>'
+    if not pts:
+        return head + f'<text x="{left}" y="{height / 2}">no data</text></svg>'
+
+    def fx(x: float) -> float:
+        return math.log10(x) if log_x else x
+
+    x0, x1 = min(fx(p[0]) for p in pts), max(fx(p[0]) for p in pts)
+    y0, y1 = 0.0, max(p[1] for p in pts) or 1.0
+    x1 = x1 if x1 > x0 else x0 + 1
+    y1 *= 1.05
+
+    def px(x: float) -> float:
+        return left + (fx(x) - x0) / (x1 - x0) * (width - left - right)
+
+    def py(y: float) -> float:
+        return height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom)
+
+    out = [head]
+    out.append(
+        f'<rect x="{left}" y="{top}" width="{width - left - right}" '
+        f'height="{height - top - bottom}" fill="none" stroke="#999"/>'
+    )
+    for i in range(5):
+        yv = y0 + (y1 - y0) * i / 4
+        out.append(
+            f'<text x="{left - 4}" y="{py(yv) + 4:.1f}" font-size="10" '
+            f'text-anchor="end">{_fmt(yv)}</text>'
+        )
+        xv = x0 + (x1 - x0) * i / 4
+        label = _fmt(10**xv if log_x else xv)
+        out.append(
+            f'<text x="{px(10**xv if log_x else xv):.1f}" y="{height - bottom + 14}" '
+            f'font-size="10" text-anchor="middle">{label}</text>'
+        )
+    out.append(
+        f'<text x="{width / 2}" y="{height - 6}" font-size="11" '
+        f'text-anchor="middle">{html.escape(x_label)}</text>'
+    )
+    out.append(
+        f'<text x="12" y="{height / 2}" font-size="11" text-anchor="middle" '
+        f'transform="rotate(-90 12 {height / 2})">{html.escape(y_label)}</text>'
+    )
+    for k, (name, xs, ys) in enumerate(series):
+        colour = COLOURS[k % len(COLOURS)]
+        path, pen = [], "M"
+        for x, y in zip(xs, ys, strict=True):
+            if y is None or not math.isfinite(y) or (log_x and x <= 0):
+                pen = "M"
+                continue
+            path.append(f"{pen}{px(x):.1f},{py(y):.1f}")
+            pen = "L"
+        out.append(f'<path d="{" ".join(path)}" fill="none" stroke="{colour}" stroke-width="1.6"/>')
+        out.append(
+            f'<text x="{left + 8 + 110 * k}" y="{top + 14}" font-size="11" '
+            f'fill="{colour}">{html.escape(name)}</text>'
+        )
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _fmt(v: float) -> str:
+    if v == 0:
+        return "0"
+    if abs(v) >= 100:
+        return f"{v:.0f}"
+    if abs(v) >= 1:
+        return f"{v:.1f}"
+    return f"{v:.3g}"
+
+
+def plots(stats: RunStats) -> list[str]:
+    """The report's charts from the per-second timeline and the latency histogram."""
+    xs = [float(i) for i in range(len(stats.timeline))]
+    p50, p99, target, sent, ctr, aband, late = [], [], [], [], [], [], []
+    for sec in stats.timeline:
+        c = sec.counts
+        if sec.latency.get_total_count():
+            v = sec.latency.get_percentile_to_value_dict([50, 99])
+            p50.append(v[50] / 1000)
+            p99.append(v[99] / 1000)
+        else:
+            p50.append(None)
+            p99.append(None)
+        target.append(float(c["events_intended"]))
+        sent.append(float(c["events_sent"]))
+        late.append(float(c["late_sends"]))
+        ctr.append(c["clicks"] / c["impressions"] if c["impressions"] else None)
+        aband.append(c["abandoned"] / c["sessions_ended"] if c["sessions_ended"] else None)
+    charts = [
+        svg_chart(
+            "Recommendation latency (from intended send time)",
+            [("p50", xs, p50), ("p99", xs, p99)],
+            y_label="ms",
+        ),
+        svg_chart(
+            "Event rate: target vs achieved",
+            [("target", xs, target), ("achieved", xs, sent), ("late sends", xs, late)],
+            y_label="events/s",
+        ),
+        svg_chart(
+            "CTR and abandonment",
+            [("CTR", xs, ctr), ("abandonment (of ended)", xs, aband)],
+            y_label="share",
+        ),
+    ]
+    cdf_series = []
+    for name, h in (("intended", stats.latency), ("actual", stats.actual_latency)):
+        if h.get_total_count():
+            qs = [q / 2 for q in range(0, 199)] + [99.5, 99.9, 99.99, 100.0]
+            vals = h.get_percentile_to_value_dict(qs)
+            cdf_series.append((name, [vals[q] / 1000 for q in qs], [q / 100 for q in qs]))
+    charts.append(
+        svg_chart(
+            "Latency CDF",
+            cdf_series,
+            x_label="latency (ms, log scale)",
+            y_label="share of answers",
+            log_x=True,
+        )
+    )
+    return charts
+
+
+def _fig(v: float | None, kind: str = "") -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float) and math.isinf(v):
+        return "∞ (unanswered requests)"
+    if kind == "ms":
+        return f"{v * 1000:.1f} ms"
+    if kind == "%":
+        return f"{v * 100:.2f} %"
+    return f"{v:.4g}"
+
+
+KEY_FIGURES = (
+    ("p50 latency (intended)", "latency.p50", "ms"),
+    ("p99 latency (intended)", "latency.p99", "ms"),
+    ("p99.9 latency (intended)", "latency.p99.9", "ms"),
+    ("p99 latency (actual send)", "actual_latency.p99", "ms"),
+    ("p99 schedule lag", "schedule_lag.p99", "ms"),
+    ("achieved event rate (/s)", "achieved_rate", ""),
+    ("late send rate", "late_send_rate", "%"),
+    ("timeout rate", "timeout_rate", "%"),
+    ("abandonment", "abandonment", "%"),
+    ("CTR", "ctr", "%"),
+    ("conversion (purchase/click)", "conversion", "%"),
+    ("mean session depth (events)", "session_depth", ""),
+    ("return rate", "return_rate", "%"),
+    ("hit rate vs true preferences", "hit_rate", "%"),
+    ("catalogue coverage", "coverage", "%"),
+    ("Gini of exposure", "gini", ""),
+    ("novelty (bits)", "novelty", ""),
+)
+
+
+def render_html(summary: Summary) -> str:
+    """The self-contained HTML report."""
+    stats = RunStats.from_dict(summary.stats)
+    status = "PASSED" if summary.passed else ("ABORTED" if summary.aborted else "FAILED")
+    colour = "#16a34a" if summary.passed else "#dc2626"
+    rows = "".join(
+        f"<tr><td>{html.escape(label)}</td><td>{_fig(summary.figures.get(key), kind)}</td></tr>"
+        for label, key, kind in KEY_FIGURES
+    )
+    verdicts = "".join(
+        f"<tr><td>{html.escape(v['threshold'])}</td>"
+        f"<td>{_fig(v['value'])}</td>"
+        f"<td style='color:{'#16a34a' if v['passed'] else '#dc2626'}'>"
+        f"{'pass' if v['passed'] else 'FAIL'}</td></tr>"
+        for v in summary.verdicts
+    )
+    meta = {
+        "run id": summary.run_id,
+        "scenario": summary.scenario_name,
+        "seed": summary.seed,
+        "shards": ", ".join(summary.shards),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(summary.started)),
+        "duration (s)": f"{summary.finished - summary.started:.1f}",
+        "git revision": summary.git_revision,
+        "broker": summary.broker,
+        **{f"version: {k}": v for k, v in summary.versions.items()},
+        **{f"recommender: {k}": v for k, v in summary.recommender.items()},
+    }
+    meta_rows = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in meta.items()
+    )
+    counts = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in summary.counts.items()
+    )
+    ended = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in summary.ended_by.items()
+    )
+    charts = "".join(f"<div class='chart'>{c}</div>" for c in plots(stats))
+    scenario = html.escape(json.dumps(summary.scenario, indent=1))
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>RecLoop run {html.escape(summary.run_id)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 24px; color: #111; }}
+table {{ border-collapse: collapse; margin: 8px 24px 16px 0; display: inline-table;
+        vertical-align: top; }}
+td {{ border-bottom: 1px solid #ddd; padding: 3px 10px; font-size: 13px; }}
+.chart {{ display: inline-block; margin: 6px; border: 1px solid #eee; }}
+pre {{ background: #f6f6f6; padding: 8px; font-size: 12px; }}
+</style></head><body>
+<h1>RecLoop run {html.escape(summary.run_id)}:
+<span style="color:{colour}">{status}</span></h1>
+<h2>Key figures</h2><table>{rows}</table>
+<table><tr><td colspan=3><b>Thresholds</b></td></tr>{verdicts or "<tr><td>none</td></tr>"}</table>
+<h2>Over time</h2>{charts}
+<h2>Run</h2><table>{meta_rows}</table>
+<table><tr><td colspan=2><b>Counts</b></td></tr>{counts}</table>
+<table><tr><td colspan=2><b>Sessions ended by</b></td></tr>{ended}</table>
+<h2>Scenario</h2><pre>{scenario}</pre>
+</body></html>
+"""
+
+
+def write_report(summary: Summary, out_dir: str | Path) -> Path:
+    """Write `summary.json` and `report.html` into `out_dir`; returns the HTML path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(summary.to_json())
+    path = out / "report.html"
+    path.write_text(render_html(summary))
+    return path
+
+
+def verdict_lines(verdicts: list[Verdict] | list[dict[str, Any]]) -> list[str]:
+    """One line per threshold for terminal output."""
+    lines = []
+    for v in verdicts:
+        d = v if isinstance(v, dict) else asdict(v)
+        mark = "✓" if d["passed"] else "✗"
+        lines.append(f"{mark} {d['threshold']}  (measured {_fig(d['value'])})")
+    return lines
