@@ -18,8 +18,8 @@ RUN pip install . \
     && mkdir -p /app/artifacts/models /app/artifacts/worker-data /app/reports \
     && chown -R recloop /app/artifacts /app/reports
 USER recloop
-# 9464: worker metrics (RECLOOP_WORKER__METRICS_PORT); 9465: simulator metrics.
-EXPOSE 9464 9465
+# 9464: worker metrics (RECLOOP_WORKER__METRICS_PORT); 9466: simulator metrics (recloop simulate --metrics-port).
+EXPOSE 9464 9466
 ENTRYPOINT ["recloop"]
 CMD ["--help"]
 

@@ -305,6 +305,34 @@ def recommender() -> db.Dashboard:
         )
         .with_panel(
             ts(
+                "Assigned partitions",
+                [
+                    Q(
+                        f"sum by (instance) (recloop_worker_assigned_partitions{{{W}}})",
+                        "{{instance}}",
+                    )
+                ],
+                "short",
+                "Events-topic partitions per worker; a worker with none idles.",
+                width=8,
+            )
+        )
+        .with_panel(
+            ts(
+                "Model reloads",
+                [
+                    Q(
+                        f"sum by (outcome) (increase(recloop_worker_model_reloads_total{{{W}}}[{RI}]))",
+                        "{{outcome}}",
+                    )
+                ],
+                "short",
+                "Hot reloads of the model directory, by outcome.",
+                width=8,
+            )
+        )
+        .with_panel(
+            ts(
                 "Model served",
                 [
                     Q(
@@ -482,7 +510,7 @@ def users() -> db.Dashboard:
                 "Abandonment",
                 [
                     Q(
-                        f'{by} (rate(recloop_sim_sessions_ended_total{{{R}, reason="abandoned"}}[{RI}])) / {by} (rate(recloop_sim_sessions_ended_total{{{R}}}[{RI}]))',
+                        f'({by} (rate(recloop_sim_sessions_ended_total{{{R}, reason="abandoned"}}[{RI}])) or {by} (rate(recloop_sim_sessions_ended_total{{{R}}}[{RI}])) * 0) / {by} (rate(recloop_sim_sessions_ended_total{{{R}}}[{RI}]))',
                         "{{run_id}}",
                     )
                 ],

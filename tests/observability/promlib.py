@@ -152,6 +152,7 @@ class Prometheus:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="recloop-prom-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.workdir / "prometheus.yml"
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         self.log_path = self.workdir / "prometheus.log"

@@ -244,7 +244,7 @@ def test_compose_prometheus_targets_match_services(compose: dict[str, Any]) -> N
     worker_port = int(services["worker"]["environment"]["RECLOOP_WORKER__METRICS_PORT"])
     for job_name, service, port in [
         ("recloop-worker", "worker", worker_port),
-        ("recloop-simulator", "simulator", 9465),
+        ("recloop-simulator", "simulator", 9466),
     ]:
         sd = jobs[job_name]["dns_sd_configs"][0]
         assert sd["names"] == [service] and service in services
