@@ -197,7 +197,11 @@ def test_compose_commands_exist_in_the_cli(compose: dict[str, Any]) -> None:
         assert sub in commands, (
             f"service {name}: `recloop {sub}` does not exist ({sorted(commands)})"
         )
-        options = {opt for p in commands[sub].params for opt in getattr(p, "opts", [])}
+        options = {
+            opt
+            for p in commands[sub].params
+            for opt in [*getattr(p, "opts", []), *getattr(p, "secondary_opts", [])]
+        }
         for arg in command[1:]:
             if arg.startswith("--"):
                 assert arg.split("=")[0] in options, f"service {name}: `recloop {sub}` has no {arg}"
