@@ -456,7 +456,16 @@ class Replayer:
         for etype, n in r.by_type.items():
             sent_counter.labels(self.options.run_id, SOURCE, etype).inc(n)
         if r.failed:
-            raise ReplayError(f"{r.failed} of {r.sent} sends failed; first error: {r.first_error}")
+            hint = ""
+            if "InvalidTimestamp" in (r.first_error or ""):
+                hint = (
+                    " (the broker rejects record timestamps too far from now, by default more "
+                    "than 1 h ahead: `shift` sent faster than 1x runs ahead of the clock; use "
+                    "--timestamps scale)"
+                )
+            raise ReplayError(
+                f"{r.failed} of {r.sent} sends failed; first error: {r.first_error}{hint}"
+            )
         return r
 
     def _target_rate(self) -> float:
