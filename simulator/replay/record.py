@@ -116,6 +116,7 @@ async def _consume(
 ) -> str:
     started = time.monotonic()
     last_record = started
+    settled: set[TopicPartition] = set()
     remaining = {tp for tp in tps if end.get(tp, 1) > 0} if bounds.to_end else set(tps)
     if bounds.to_end:
         remaining = {tp for tp in remaining if await consumer.position(tp) < end[tp]}
@@ -128,6 +129,16 @@ async def _consume(
         if bounds.idle_seconds is not None and now - last_record >= bounds.idle_seconds:
             return "idle"
         batches = await consumer.getmany(timeout_ms=200, max_records=10_000)
+        if bounds.to_end:
+            for tp in list(remaining):
+                # Some brokers (Tansu) answer ListOffsets(latest) with less than the real end;
+                # the high watermark of the first fetch is right, so take the larger, once.
+                hw = consumer.highwater(tp)
+                if hw is not None and tp not in settled:
+                    end[tp] = max(end[tp], hw)
+                    settled.add(tp)
+                if tp in settled and await consumer.position(tp) >= end[tp]:
+                    remaining.discard(tp)
         for tp, records in batches.items():
             stop = end.get(tp) if bounds.to_end else None
             for r in records:

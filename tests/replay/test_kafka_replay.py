@@ -17,7 +17,7 @@ from simulator.replay.recording import Header, Record, RecordingWriter, read_rec
 from simulator.replay.replay import Options, RecommendationTracker, Replayer, make_plan
 from simulator.replay.sources import ReplayInputError, load_event_log, load_recording
 from streams.config import Settings, WorkerConfig
-from streams.contract import UserEvent, decode_event, decode_recommendation, encode
+from streams.contract import EventType, UserEvent, decode_event, decode_recommendation, encode
 from streams.topics import ensure_topics
 from tests.support import WorkerProcess, collect, make_events, produce_events, unique_topics
 
@@ -206,3 +206,39 @@ async def test_movielens_at_1000x_is_answered_by_the_worker(kafka, tmp_path) -> 
         assert dead == [], "no replayed event may be dead-lettered (seq, schema)"
     finally:
         worker.stop()
+
+
+def test_cli_record_then_replay(broker, tmp_path) -> None:
+    """`recloop record` and `recloop replay` end to end (sync test: the CLI runs its own loop)."""
+    import asyncio
+
+    from typer.testing import CliRunner
+
+    from recloop.cli import app
+
+    src = Settings(bootstrap=broker.bootstrap, topics=unique_topics("cli"))
+    dst = Settings(bootstrap=broker.bootstrap, topics=unique_topics("cli2"))
+    asyncio.run(ensure_topics(src))
+    events = make_events(10, 5, prefix="c")
+    asyncio.run(produce_events(broker.bootstrap, src.topics.events, events))
+    path = tmp_path / "cli.rec.zst"
+    runner = CliRunner()
+    out = runner.invoke(
+        app, ["record", str(path), "-t", src.topics.events, "--bootstrap", broker.bootstrap]
+    )
+    assert out.exit_code == 0, out.output
+    assert "50 records" in out.output
+    args = ["replay", str(path), "--speed", "max", "--clones", "1", "--event-type", "click"]
+    args += ["--bootstrap", broker.bootstrap, "--topic", dst.topics.events]
+    out = runner.invoke(app, args)
+    assert out.exit_code == 0, out.output
+    clicks = sum(e.event_type is EventType.CLICK for e in events)
+    assert f"sent {2 * clicks} events" in out.output
+    values = asyncio.run(
+        collect(broker.bootstrap, dst.topics.events, lambda vs: len(vs) >= 2 * clicks, 30)
+    )
+    replayed = [decode_event(v) for v in values]
+    assert len(replayed) == 2 * clicks
+    assert {e.user_id for e in replayed} == {
+        u for e in events for u in (e.user_id, f"{e.user_id}~c1")
+    }
