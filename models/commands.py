@@ -19,7 +19,9 @@ def _fail(exc: Exception) -> typer.Exit:
 
 def data(
     spec: Annotated[str, typer.Argument(help="kind:path, e.g. movielens:../shared/data/ml")],
-    lenient: Annotated[bool, typer.Option(help="Skip and count bad rows instead of failing")] = False,
+    lenient: Annotated[
+        bool, typer.Option(help="Skip and count bad rows instead of failing")
+    ] = False,
     write_jsonl: Annotated[Path | None, typer.Option(help="Write canonical events here")] = None,
 ) -> None:
     """Load a data set, print a summary, optionally convert it to canonical JSONL."""
@@ -54,7 +56,8 @@ def train(
         from models.train.config import TrainConfig
         from models.train.pipeline import train_all
     except ImportError as exc:
-        raise _fail(RuntimeError(f"training needs the extra: pip install -e '.[train]' ({exc})"))
+        message = f"training needs the extra: pip install -e '.[train]' ({exc})"
+        raise _fail(RuntimeError(message)) from None
     from models.evaluate import format_table
 
     try:
@@ -64,14 +67,17 @@ def train(
     except (DataError, ValueError) as exc:
         raise _fail(exc) from None
     typer.echo(f"model version {card.version} written to {out}")
-    typer.echo(f"training seconds: {json.dumps({k: round(v, 1) for k, v in card.training_seconds.items()})}")
+    typer.echo(
+        f"training seconds: {json.dumps({k: round(v, 1) for k, v in card.training_seconds.items()})}"
+    )
     typer.echo(format_table(card.metrics))
 
 
 def evaluate(
     model_dir: Annotated[Path, typer.Option(help="Model directory")] = Path("artifacts/models"),
-    data_spec: Annotated[str | None, typer.Option("--data", help="kind:path (default: the "
-                                                  "card's training data)")] = None,
+    data_spec: Annotated[
+        str | None, typer.Option("--data", help="kind:path (default: the card's training data)")
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Metrics JSON (default: model dir)")] = None,
 ) -> None:
     """Offline metrics on the held-out chronological split, baselines beside the model."""
@@ -90,8 +96,12 @@ def evaluate(
         config.seed = int(cfg.get("seed", 0))  # type: ignore[arg-type]
         prep = prepare(load(spec), config)
         if prep.vocab.sha256() != md.card.vocab_sha256:
-            typer.secho("warning: this data gives a different vocabulary than the model's; "
-                        "unknown items count as misses", fg="yellow", err=True)
+            typer.secho(
+                "warning: this data gives a different vocabulary than the model's; "
+                "unknown items count as misses",
+                fg="yellow",
+                err=True,
+            )
         metrics = evaluate_all(md, prep.held)
     except (DataError, ModelLoadError, ValueError) as exc:
         raise _fail(exc) from None

@@ -31,7 +31,9 @@ class HeldOut:
     """[users, 4]: sessions/day, events/session, seconds between events, session seconds."""
 
 
-def evaluate_recommenders(md: ModelDir, split: LeaveLastOut, k_max: int = 20) -> dict[str, dict[str, float]]:
+def evaluate_recommenders(
+    md: ModelDir, split: LeaveLastOut, k_max: int = 20
+) -> dict[str, dict[str, float]]:
     """Next-item metrics on each user's last item, for the transformer and both baselines."""
     recs: dict[str, Recommender] = {
         "transformer": RecommenderRuntime.load(md),
@@ -41,7 +43,9 @@ def evaluate_recommenders(md: ModelDir, split: LeaveLastOut, k_max: int = 20) ->
     histories = left_pad(split.test_histories(), md.card.history_length)
     out = {}
     for name, rec in recs.items():
-        tops = [rec.recommend(histories[i : i + 256], k_max)[0] for i in range(0, len(histories), 256)]
+        tops = [
+            rec.recommend(histories[i : i + 256], k_max)[0] for i in range(0, len(histories), 256)
+        ]
         out[f"recommender/{name}"] = ranking_metrics(np.concatenate(tops), split.test_target)
     return out
 
@@ -52,8 +56,11 @@ def evaluate_behaviour(md: ModelDir, test: BehaviourExamples) -> dict[str, dict[
     for kind in ("lstm", "lm"):
         rt = BehaviourRuntime.load(md, kind)
         parts = [
-            rt.react(test.history[i : i + 512], test.slate[i : i + 512],
-                     test.actions[i : i + 512] if kind == "lm" else None)
+            rt.react(
+                test.history[i : i + 512],
+                test.slate[i : i + 512],
+                test.actions[i : i + 512] if kind == "lm" else None,
+            )
             for i in range(0, len(test), 512)
         ]
         p_click = np.concatenate([p.p_click for p in parts])
@@ -78,7 +85,9 @@ def evaluate_behaviour(md: ModelDir, test: BehaviourExamples) -> dict[str, dict[
     return out
 
 
-def evaluate_generator(md: ModelDir, held: HeldOut, n: int = 2000, seed: int = 1) -> dict[str, dict[str, float]]:
+def evaluate_generator(
+    md: ModelDir, held: HeldOut, n: int = 2000, seed: int = 1
+) -> dict[str, dict[str, float]]:
     """JS divergence (base 2) between generated and real user distributions."""
     gen = UserGeneratorRuntime.load(md).sample(n, seed)
     real = held.real_stats

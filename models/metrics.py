@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def ranking_metrics(top: np.ndarray, targets: np.ndarray, ks: tuple[int, ...] = (10, 20)) -> dict[str, float]:
+def ranking_metrics(
+    top: np.ndarray, targets: np.ndarray, ks: tuple[int, ...] = (10, 20)
+) -> dict[str, float]:
     """HitRate/Recall, NDCG, precision and F1 at each k, and MRR, for one held-out item per user.
 
     `top` is [N, >=max(ks)] ranked item indices; MRR counts ranks within `top` (0 beyond).
@@ -74,7 +76,9 @@ def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
     return float(0.5 * (p * np.log2(p / m)).sum() + 0.5 * (q * np.log2(q / m)).sum())
 
 
-def js_of_samples(real: np.ndarray, generated: np.ndarray, bins: int = 20, log: bool = True) -> float:
+def js_of_samples(
+    real: np.ndarray, generated: np.ndarray, bins: int = 20, log: bool = True
+) -> float:
     """JS divergence between two samples, histogrammed on bins spanning the real sample."""
     r = np.asarray(real, np.float64)
     g = np.asarray(generated, np.float64)

@@ -32,8 +32,8 @@ def k_core(log: EventLog, min_user_events: int = 5, min_item_events: int = 5) ->
     """Repeatedly drop users and items with too few item events until both thresholds hold."""
     log = log.item_events()
     while True:
-        users, uinv, ucount = np.unique(log.user, return_inverse=True, return_counts=True)
-        items, iinv, icount = np.unique(log.item, return_inverse=True, return_counts=True)
+        _, uinv, ucount = np.unique(log.user, return_inverse=True, return_counts=True)
+        _, iinv, icount = np.unique(log.item, return_inverse=True, return_counts=True)
         keep = (ucount[uinv] >= min_user_events) & (icount[iinv] >= min_item_events)
         if keep.all():
             break

@@ -22,8 +22,13 @@ class UserStats:
 
     def matrix(self) -> np.ndarray:
         return np.stack(
-            [self.sessions_per_day, self.session_length, self.inter_arrival_seconds,
-             self.patience_seconds], axis=1,
+            [
+                self.sessions_per_day,
+                self.session_length,
+                self.inter_arrival_seconds,
+                self.patience_seconds,
+            ],
+            axis=1,
         )
 
 
@@ -39,11 +44,13 @@ def user_stats(seqs: UserSequences) -> UserStats:
             gaps.extend(np.diff(t))
             spans.append(t[-1] - t[0])
         gaps_arr = np.asarray(gaps) if gaps else np.asarray([1.0])
-        rows.append((
-            len(counts) / span_days,
-            counts.mean(),
-            max(float(np.mean(np.maximum(gaps_arr, 1.0))), 1.0),
-            max(float(np.mean(spans)), 1.0),
-        ))
+        rows.append(
+            (
+                len(counts) / span_days,
+                counts.mean(),
+                max(float(np.mean(np.maximum(gaps_arr, 1.0))), 1.0),
+                max(float(np.mean(spans)), 1.0),
+            )
+        )
     a = np.asarray(rows, np.float64)
     return UserStats(a[:, 0], a[:, 1], a[:, 2], a[:, 3])

@@ -118,7 +118,7 @@ class SyntheticWorld:
                 session = f"{user_ids[u]}#{s}"
                 emit(user_ids[u], "", EventType.SESSION_START, t, session)
                 for step in range(p.max_steps):
-                    n_pop = int(round(p.explore * p.slate_size))
+                    n_pop = round(p.explore * p.slate_size)
                     # Gumbel top-k: sampling without replacement, much faster than rng.choice(p=).
                     gumbel = log_pop + rng.gumbel(size=n_items)
                     pop_part = np.argpartition(-gumbel, n_pop)[:n_pop]

@@ -182,12 +182,17 @@ def train_behaviour(
             )
             loss += tf.reduce_mean(bce(labels=leave, logits=l_logit))
             if hidden is not None:
-                target = h[:, 1:]
+                # Next-item loss on the last positions only: a full-sequence softmax over the
+                # catalogue costs more than everything else and adds little signal.
+                tail = cfg.lm_positions
+                target = h[:, -tail:]
                 weight = tf.cast(target > 0, tf.float32)
-                logits = model.next_item_logits(hidden[:, :-1])
+                logits = model.next_item_logits(hidden[:, -tail - 1 : -1])
                 lm = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=target, logits=logits)
-                loss += cfg.lm_weight * tf.reduce_sum(lm * weight) / tf.maximum(
-                    tf.reduce_sum(weight), 1.0
+                loss += (
+                    cfg.lm_weight
+                    * tf.reduce_sum(lm * weight)
+                    / tf.maximum(tf.reduce_sum(weight), 1.0)
                 )
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
@@ -202,9 +207,12 @@ def train_behaviour(
             b = order[start : start + cfg.batch_size]
             total += float(
                 step(
-                    tf.constant(data.history[b]), tf.constant(data.actions[b]),
-                    tf.constant(data.slate[b]), tf.constant(data.click[b]),
-                    tf.constant(data.buy[b]), tf.constant(data.leave[b]),
+                    tf.constant(data.history[b]),
+                    tf.constant(data.actions[b]),
+                    tf.constant(data.slate[b]),
+                    tf.constant(data.click[b]),
+                    tf.constant(data.buy[b]),
+                    tf.constant(data.leave[b]),
                 )
             )
             count += 1

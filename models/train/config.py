@@ -14,7 +14,7 @@ class RecommenderConfig:
     heads: int = 2
     blocks: int = 2
     dropout: float = 0.2
-    epochs: int = 30
+    epochs: int = 20
     batch_size: int = 128
     learning_rate: float = 2e-3
     max_k: int = 100
@@ -28,14 +28,16 @@ class BehaviourConfig:
     heads: int = 2
     blocks: int = 2
     dropout: float = 0.1
-    epochs: int = 6
+    epochs: int = 3
     batch_size: int = 256
     learning_rate: float = 2e-3
     slate_size: int = 10
     max_slate: int = 32
     negatives_per_positive: int = 9
-    max_examples: int = 60_000
+    max_examples: int = 30_000
     lm_weight: float = 0.5
+    lm_positions: int = 8
+    """History positions whose next item the LM loss predicts (the most recent ones)."""
 
 
 @dataclass(slots=True)

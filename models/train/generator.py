@@ -17,15 +17,18 @@ from keras import ops
 from models.data.stats import UserStats
 from models.train.config import GeneratorConfig
 
+
 class MixtureSampler(keras.layers.Layer):
     """features = mean[component] + cholesky[component] @ noise."""
 
     def __init__(self, means: np.ndarray, chol: np.ndarray, **kwargs: object) -> None:
         super().__init__(**kwargs)
-        self.means = self.add_weight(shape=means.shape, initializer="zeros", trainable=False,
-                                     name="means")
-        self.chol = self.add_weight(shape=chol.shape, initializer="zeros", trainable=False,
-                                    name="chol")
+        self.means = self.add_weight(
+            shape=means.shape, initializer="zeros", trainable=False, name="means"
+        )
+        self.chol = self.add_weight(
+            shape=chol.shape, initializer="zeros", trainable=False, name="chol"
+        )
         self.means.assign(means.astype(np.float32))
         self.chol.assign(chol.astype(np.float32))
 
@@ -44,7 +47,9 @@ class FittedGenerator:
     features: np.ndarray
 
 
-def fit_generator(preference: np.ndarray, stats: UserStats, cfg: GeneratorConfig, seed: int) -> FittedGenerator:
+def fit_generator(
+    preference: np.ndarray, stats: UserStats, cfg: GeneratorConfig, seed: int
+) -> FittedGenerator:
     """Fit the mixture (scikit-learn) and wrap it as an exportable Keras model."""
     from sklearn.mixture import GaussianMixture
 

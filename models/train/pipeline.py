@@ -117,7 +117,12 @@ def train_all(
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    vocab, split, n_items, max_len = prep.vocab, prep.held.split, len(prep.vocab), config.history_length
+    vocab, split, n_items, max_len = (
+        prep.vocab,
+        prep.held.split,
+        len(prep.vocab),
+        config.history_length,
+    )
     vocab.save(tmp / ITEMS_FILE)
     seconds: dict[str, float] = {"preprocess": time.perf_counter() - started}
 
@@ -130,12 +135,17 @@ def train_all(
     seconds["recommender"] = trained.seconds
     keep["recommender"] = rec.inference_model(trained.model, config.recommender.max_k)
     entry = export_keras(
-        keep["recommender"], rec.signature(),  # type: ignore[arg-type]
-        tmp / "recommender.onnx", "sasrec-causal-transformer",
+        keep["recommender"],
+        rec.signature(),  # type: ignore[arg-type]
+        tmp / "recommender.onnx",
+        "sasrec-causal-transformer",
     )
     entry.config.update(
-        items_output=entry.outputs[0].name, scores_output=entry.outputs[1].name,
-        history_input="history", exclude_input="exclude_seen", max_k=config.recommender.max_k,
+        items_output=entry.outputs[0].name,
+        scores_output=entry.outputs[1].name,
+        history_input="history",
+        exclude_input="exclude_seen",
+        max_k=config.recommender.max_k,
         final_loss=trained.losses[-1],
     )
     models = {"recommender": entry}
@@ -143,37 +153,58 @@ def train_all(
     np.save(tmp / "item_embeddings.npy", item_embeddings)
 
     for kind in ("lstm", "lm"):
-        tb = beh.train_behaviour(prep.behaviour_train, n_items, max_len, config.behaviour, kind,
-                                 config.seed)
+        tb = beh.train_behaviour(
+            prep.behaviour_train, n_items, max_len, config.behaviour, kind, config.seed
+        )
         seconds[f"behaviour_{kind}"] = tb.seconds
         keep[f"behaviour_{kind}"] = beh.inference_model(tb.model, kind)
         e = export_keras(
-            keep[f"behaviour_{kind}"], beh.signature(kind),  # type: ignore[arg-type]
+            keep[f"behaviour_{kind}"],
+            beh.signature(kind),  # type: ignore[arg-type]
             tmp / f"behaviour_{kind}.onnx",
             "embedding-lstm-sigmoid" if kind == "lstm" else "decoder-transformer-item-action-lm",
         )
         e.config.update({f"{o.name}_output": o.name for o in e.outputs})
-        e.config.update(history_length=max_len, max_slate=config.behaviour.max_slate,
-                        final_loss=tb.losses[-1])
+        e.config.update(
+            history_length=max_len, max_slate=config.behaviour.max_slate, final_loss=tb.losses[-1]
+        )
         models[f"behaviour_{kind}"] = e
 
     t = time.perf_counter()
     histories = left_pad(split.test_histories(), max_len)
     hidden = np.concatenate(
-        [np.asarray(trained.model(histories[i : i + 256]))[:, -1] for i in range(0, len(histories), 256)]
+        [
+            np.asarray(trained.model(histories[i : i + 256]))[:, -1]
+            for i in range(0, len(histories), 256)
+        ]
     )
     stats = prep.held.real_stats
     user_index = {u: i for i, u in enumerate(prep.held.sequences.users)}
     rows = [user_index[u] for u in split.users]
     fitted = gen.fit_generator(hidden, UserStats(*stats[rows].T), config.generator, config.seed)
-    np.savez(tmp / "generator.npz", weights=fitted.weights, low=fitted.low, high=fitted.high,
-             history_temperature=np.float64(config.generator.history_temperature))
+    np.savez(
+        tmp / "generator.npz",
+        weights=fitted.weights,
+        low=fitted.low,
+        high=fitted.high,
+        history_temperature=np.float64(config.generator.history_temperature),
+    )
     keep["generator"] = fitted.model
     models["generator"] = export_keras(
-        fitted.model, gen.signature(fitted.features.shape[1]), tmp / "generator.onnx",
+        fitted.model,
+        gen.signature(fitted.features.shape[1]),
+        tmp / "generator.onnx",
         "gaussian-mixture-user-features",
-        {"components": len(fitted.weights), "features": ["preference", "log_sessions_per_day",
-         "log_session_length", "log_inter_arrival_seconds", "log_patience_seconds"]},
+        {
+            "components": len(fitted.weights),
+            "features": [
+                "preference",
+                "log_sessions_per_day",
+                "log_session_length",
+                "log_inter_arrival_seconds",
+                "log_patience_seconds",
+            ],
+        },
     )
     seconds["generator"] = time.perf_counter() - t
 
@@ -198,8 +229,12 @@ def train_all(
         history_length=max_len,
         embedding_dim=int(item_embeddings.shape[1]),
         models=models,
-        files={"popularity": "popularity.npy", "cooccurrence": "cooccurrence.npz",
-               "item_embeddings": "item_embeddings.npy", "generator": "generator.npz"},
+        files={
+            "popularity": "popularity.npy",
+            "cooccurrence": "cooccurrence.npz",
+            "item_embeddings": "item_embeddings.npy",
+            "generator": "generator.npz",
+        },
         training_config=config.to_dict(),
         training_seconds=seconds,
         notes=notes,

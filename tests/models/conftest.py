@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-MOVIELENS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "movielens-latest-small"
+MOVIELENS = (
+    Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "movielens-latest-small"
+)
 
 
 @pytest.fixture(scope="session")

@@ -45,8 +45,10 @@ def test_movielens_loads_real_data(movielens_dir: Path) -> None:
 
 def test_strict_errors_name_file_line_and_column(tmp_path: Path) -> None:
     path = tmp_path / "events.csv"
-    path.write_text("timestamp,visitorid,event,itemid,transactionid\n1433221332117,1,view,5,\n"
-                    "1433221332118,1,teleport,5,\n")
+    path.write_text(
+        "timestamp,visitorid,event,itemid,transactionid\n1433221332117,1,view,5,\n"
+        "1433221332118,1,teleport,5,\n"
+    )
     with pytest.raises(DataError, match=r"events.csv, line 3, column 'event': unknown event type"):
         load_retailrocket(path)
     path.write_text("timestamp,visitorid,event,itemid,transactionid\nyesterday,1,view,5,\n")
@@ -59,8 +61,10 @@ def test_strict_errors_name_file_line_and_column(tmp_path: Path) -> None:
 
 def test_lenient_skips_and_counts(tmp_path: Path) -> None:
     path = tmp_path / "UserBehavior.csv"
-    path.write_text("1,10,3,pv,1511544070\n1,11,3,buy,1511544080\n1,12,3,wink,1511544090\n"
-                    "2,10,3,cart,not-a-time\n")
+    path.write_text(
+        "1,10,3,pv,1511544070\n1,11,3,buy,1511544080\n1,12,3,wink,1511544090\n"
+        "2,10,3,cart,not-a-time\n"
+    )
     log, report = load_taobao(path, lenient=True)
     assert len(log) == 2 and report.skipped == {"unknown_event_type": 1, "bad_time": 1}
     assert [EventType(e.event_type) for e in log.events()] == [EventType.VIEW, EventType.PURCHASE]
@@ -94,7 +98,7 @@ def test_preprocessing_is_deterministic() -> None:
     doubled = log.take(np.concatenate([np.arange(len(log)), np.arange(len(log))]))
     assert len(deduplicate(doubled)) == len(log)
     core = k_core(log, 3, 3)
-    users, ucount = np.unique(core.user, return_counts=True)
+    _, ucount = np.unique(core.user, return_counts=True)
     assert ucount.min() >= 3 and np.unique(core.item, return_counts=True)[1].min() >= 3
     a, b = build_vocabulary(core.item), build_vocabulary(core.item[::-1])
     assert a.ids == b.ids and a.encode(["nope"])[0] == 1
