@@ -373,7 +373,7 @@ def ensure_model(model_dir: Path | None) -> Path:
     return path
 
 
-async def main() -> None:
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bootstrap", help="Kafka to use (default: start a local Apache Kafka)")
     parser.add_argument("--model-dir", type=Path, help="trained model directory")
@@ -396,7 +396,7 @@ async def main() -> None:
         print(
             f"broker {args.bootstrap}, model {args.model_dir}, {os.cpu_count()} cores", flush=True
         )
-        rows = [await measure(kind, args, items) for kind in ("passthrough", "worker")]
+        rows = [asyncio.run(measure(kind, args, items)) for kind in ("passthrough", "worker")]
     finally:
         if broker:
             broker.stop()
@@ -410,4 +410,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()
