@@ -201,6 +201,9 @@ def _decode(decoder: msgspec.json.Decoder[_T], raw: bytes, max_bytes: int) -> _T
         raise ContractError(DeadLetterReason.VALIDATION_ERROR, detail, field) from None
     except msgspec.DecodeError as exc:
         raise ContractError(DeadLetterReason.DECODE_ERROR, f"not valid JSON: {exc}") from None
+    except UnicodeDecodeError as exc:
+        # msgspec raises this (not DecodeError) for invalid UTF-8 inside some string values.
+        raise ContractError(DeadLetterReason.DECODE_ERROR, f"not valid UTF-8: {exc}") from None
 
 
 def decode_event(raw: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> UserEvent:

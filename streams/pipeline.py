@@ -84,12 +84,6 @@ class Pipeline:
         except ContractError as err:
             letter = err.dead_letter(raw, topic=topic, partition=partition, offset=offset, key=key)
             return Rejected(letter)
-        except UnicodeDecodeError as exc:
-            # msgspec raises this (not a DecodeError) for invalid UTF-8 inside some strings,
-            # e.g. an enum value; found by the property tests.
-            err = ContractError(DeadLetterReason.DECODE_ERROR, f"invalid UTF-8: {exc}")
-            letter = err.dead_letter(raw, topic=topic, partition=partition, offset=offset, key=key)
-            return Rejected(letter)
         metrics.EVENTS.labels(event.event_type.value).inc()
         user_key = event.user_id.encode()
         state = decode_state(self.table.get(user_key))

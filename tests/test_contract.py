@@ -82,6 +82,8 @@ def test_recommendation_round_trip_and_compact_items() -> None:
     [
         (b"{nope", DeadLetterReason.DECODE_ERROR, None),
         (b"", DeadLetterReason.DECODE_ERROR, None),
+        (_raw(event_type="X").replace(b"X", b"\x80"), DeadLetterReason.DECODE_ERROR, None),
+        (_raw(user_id="X").replace(b"X", b"\xff\xfe"), DeadLetterReason.DECODE_ERROR, None),
         (_raw(seq="1"), DeadLetterReason.VALIDATION_ERROR, "seq"),
         (_raw(seq=-1), DeadLetterReason.VALIDATION_ERROR, "seq"),
         (_raw(event_type="teleport"), DeadLetterReason.VALIDATION_ERROR, "event_type"),
