@@ -181,7 +181,7 @@ def demo_scenario(duration: float, rate: float, model_dir: Path) -> object:
             ],
             "population": population,
             "user": {"patience": "3s", "think_time": "1s"},
-            "thresholds": ["p99 latency < 2s", "abandonment < 10%"],
+            "thresholds": ["p99 latency < 3s", "abandonment < 15%"],
         },
         "demo scenario",
     )

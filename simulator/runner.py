@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import heapq
 import math
 import time
@@ -35,6 +36,7 @@ from simulator.behaviour import (
 from simulator.pacing import SPIN_SECONDS, Pacer
 from simulator.population import Population, Shard, build_population
 from simulator.scenario import Scenario
+from simulator.sender import BatchSender
 from simulator.stats import RunStats
 from simulator.thresholds import Verdict, evaluate
 from simulator.users import Decision, EndReason, SimUser, decide, drift
@@ -218,7 +220,7 @@ class Simulation:
 
     # -- actions ----------------------------------------------------------------------------
 
-    async def arrival(self, t: float) -> None:
+    def arrival(self, t: float) -> None:
         nxt = self.next_arrival(t)
         if nxt is not None:
             self.push(nxt, ARRIVAL)
@@ -240,9 +242,9 @@ class Simulation:
         self.active += 1
         self.stats.count("sessions_started", self.at(t))
         self.m_started.inc()
-        await self.send(user, t, Outgoing(EventType.SESSION_START, awaits=True))
+        self.send(user, t, Outgoing(EventType.SESSION_START, awaits=True))
 
-    async def send(self, user: SimUser, intended: float, out: Outgoing) -> None:
+    def send(self, user: SimUser, intended: float, out: Outgoing) -> None:
         """Send one event now, for its intended time; triggers start waiting for an answer."""
         self.stats.count("events_intended", self.at(intended))
         self.seq += 1
@@ -266,14 +268,7 @@ class Simulation:
         if lag > self.scenario.late_threshold:
             self.stats.count("late_sends", self.at(now))
             self.m_late.inc()
-        try:
-            fut = await self.producer.send(
-                self.events_topic, encode(event), key=user.user_id.encode()
-            )
-        except KafkaError:
-            self.stats.count("send_errors", self.at(now))
-            return
-        fut.add_done_callback(self._on_ack)
+        self.sender.send(user.key, encode(event))
         self.stats.count("events_sent", self.at(now))
         self._sent_by_type[out.kind].inc()
         user.depth += 1
@@ -287,16 +282,15 @@ class Simulation:
                 patience = float(self.pop.patience[user.row])
                 self.push(intended + patience, DEADLINE, user.row, event_id)
 
-    def _on_ack(self, fut: asyncio.Future[object]) -> None:
-        if fut.cancelled() or fut.exception() is not None:
-            self.stats.count("send_errors", self.at(time.monotonic()))
+    def _on_send_error(self, n: int) -> None:
+        self.stats.count("send_errors", self.at(time.monotonic()), n)
 
-    async def deadline(self, t: float, user: SimUser, event_id: str) -> None:
+    def deadline(self, t: float, user: SimUser, event_id: str) -> None:
         if user.waiting != event_id or not user.active:
             return
         self.stats.count("timeouts", self.at(t))
         self.m_timeouts.inc()
-        await self.send(user, t, Outgoing(EventType.LEAVE))
+        self.send(user, t, Outgoing(EventType.LEAVE))
         self.end_session(user, t, EndReason.ABANDONED)
 
     def end_session(self, user: SimUser, t: float, reason: EndReason, back: bool = False) -> None:
@@ -439,24 +433,29 @@ class Simulation:
 
     # -- loops ------------------------------------------------------------------------------
 
-    async def scheduler(self, end: float) -> None:
+    async def scheduler(self, end: float, until_idle: bool = False) -> None:
         handled = 0
+        next_idle_check = 0.0
         while not self.aborted:
             now = time.monotonic()
             if now >= end:
                 return
+            if until_idle and now >= next_idle_check:
+                next_idle_check = now + 0.05
+                if not any(u.waiting for u in self.users if u.active):
+                    return
             while self.heap and self.heap[0][0] <= now:
                 t, _, kind, row, arg = heapq.heappop(self.heap)
                 if kind == ARRIVAL:
-                    await self.arrival(t)
+                    self.arrival(t)
                 elif kind == SEND:
                     user = self.users[row]
                     assert isinstance(arg, Outgoing)
                     if user.active or arg.kind is EventType.LEAVE or not arg.awaits:
-                        await self.send(user, t, arg)
+                        self.send(user, t, arg)
                 elif kind == DEADLINE:
                     assert isinstance(arg, str)
-                    await self.deadline(t, self.users[row], arg)
+                    self.deadline(t, self.users[row], arg)
                 handled += 1
                 if handled % 256 == 0:
                     await asyncio.sleep(0)  # let the consumer run while catching up
@@ -573,6 +572,13 @@ class Simulation:
                     f"topic {name!r} does not exist on {self.settings.bootstrap}; "
                     "create it (the worker or `recloop demo` does) or set the scenario's topics"
                 )
+        # Fetch the events topic's metadata now: the first send would otherwise wait for it
+        # while the schedule runs on, making the first second of every run late.
+        events_partitions = await self.producer.partitions_for(self.events_topic)
+        self.sender = BatchSender(
+            self.producer, self.events_topic, sorted(events_partitions), self._on_send_error
+        )
+        self.sender.start()
         parts = [
             TopicPartition(self.recs_topic, p)
             for p in sorted(self.consumer.partitions_for_topic(self.recs_topic) or [])
@@ -586,6 +592,10 @@ class Simulation:
         """Run the scenario to the end (or to a breached threshold with abort_on_breach)."""
         self._bind_metrics()
         await self._start_clients()
+        # Users, the heap and the stats live for the whole run: keep them out of the cyclic
+        # GC's generations, whose full collections would otherwise stall the schedule.
+        gc.collect()
+        gc.freeze()
         started = time.time()
         self.t0 = time.monotonic()
         self.wall0 = started
@@ -600,17 +610,16 @@ class Simulation:
         ticker = asyncio.create_task(self.ticker(end))
         try:
             await self.scheduler(end)
-            # Drain: wait for answers to requests still in flight, then stop.
-            drain_end = time.monotonic() + min(DRAIN_SECONDS, self.scenario.recommendation_timeout)
-            while not self.aborted and time.monotonic() < drain_end:
-                if not any(self.users[p.row].waiting for p in self.pending.values()):
-                    break
-                await self._drain_step(drain_end)
+            # Drain: no new arrivals; keep serving deadlines and reactions until every waiting
+            # user has an answer or gave up, or the drain time is over.
+            drain = min(DRAIN_SECONDS, self.scenario.recommendation_timeout)
+            await self.scheduler(time.monotonic() + drain, until_idle=True)
         finally:
             for task in (consumer, ticker):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await self.sender.close()
             with contextlib.suppress(KafkaError):
                 await self.producer.flush()
             await self.producer.stop()
@@ -642,16 +651,6 @@ class Simulation:
             versions={"population": self.pop.version, "behaviour": self.behaviour.version},
             recommender=self.recommender,
         )
-
-    async def _drain_step(self, drain_end: float) -> None:
-        """Keep handling deadlines during the drain (no new arrivals)."""
-        now = time.monotonic()
-        while self.heap and self.heap[0][0] <= now:
-            t, _, kind, row, arg = heapq.heappop(self.heap)
-            if kind == DEADLINE:
-                assert isinstance(arg, str)
-                await self.deadline(t, self.users[row], arg)
-        await asyncio.sleep(0.01)
 
 
 def run_simulation(

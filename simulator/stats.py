@@ -59,7 +59,6 @@ COUNTERS = (
     "sessions_ended",
     "abandoned",
     "returns",
-    "session_events",
     "hits",
     "hit_slates",
     "judged_slates",

@@ -47,6 +47,11 @@ class SimUser:
     waiting: str | None = None
     """Event id of the request this user waits on, if any."""
     shown: set[int] = field(default_factory=set)
+    key: bytes = b""
+    """The Kafka key (the user id's bytes)."""
+
+    def __post_init__(self) -> None:
+        self.key = self.user_id.encode()
 
     def start_session(self, run_id: str) -> None:
         self.sessions += 1

@@ -1,0 +1,57 @@
+"""The CLI: bad scenarios exit 2 with a clear message; `recloop demo` runs end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import ROOT
+
+
+def recloop(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "recloop", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_bad_scenario_file_exits_2_naming_key_and_allowed_values(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("stages:\n  - {kind: sawtooth, rate: 5, duration: 10s}\nusers: 5\n")
+    proc = recloop("simulate", str(path), "--no-live", "--metrics-port", "0")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "unknown stage kind 'sawtooth'" in proc.stderr
+    assert "constant, ramp, step, spike, soak, diurnal" in proc.stderr
+    assert "users: unknown key; allowed keys: name, seed, stages, population" in proc.stderr
+
+
+@pytest.mark.kafka
+def test_demo_runs_the_whole_loop_and_writes_the_report(
+    tmp_path: Path, trained_models: Path
+) -> None:
+    out = tmp_path / "demo"
+    proc = recloop(
+        "demo",
+        "--duration",
+        "15",
+        "--model-dir",
+        str(trained_models),
+        "--no-live",
+        "--out",
+        str(out),
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"report: {out / 'report.html'}" in proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["recommender"]["strategy"] == "onnx"
+    assert summary["counts"]["recommendations"] > 100
+    assert summary["broker"].startswith("tansu")
+    assert "<svg" in (out / "report.html").read_text()
