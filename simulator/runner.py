@@ -248,7 +248,7 @@ class Simulation:
         """Send one event now, for its intended time; triggers start waiting for an answer."""
         self.stats.count("events_intended", self.at(intended))
         self.seq += 1
-        event_id = f"{self.run_id}-{self.seq}"
+        event_id = f"{self.run_id}-{self.shard.index}-{self.seq}"  # unique across shards
         item = None if out.item is None else self.pop.item_ids[out.item]
         event = UserEvent(
             event_id=event_id,
