@@ -100,3 +100,9 @@ def test_durations() -> None:
     assert parse_duration(3) == 3
     with pytest.raises(ValueError):
         parse_duration("soon")
+
+
+@pytest.mark.parametrize("name", ["example.yaml", "slow-recommender.yaml"])
+def test_shipped_scenarios_load(name: str) -> None:
+    sc = load_scenario(Path(__file__).parents[2] / "simulator" / "scenarios" / name)
+    assert sc.duration > 0 and sc.parsed_thresholds()
