@@ -84,9 +84,11 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
 
 async def wait_for_recommender(settings: Settings, timeout: float = 90.0) -> float:
     """Send probe session starts until a recommendation answers one; returns seconds waited."""
+    from simulator.runner import assign_at_end
+
     kw = settings.kafka_kwargs()
     t = settings.topics
-    consumer = AIOKafkaConsumer(t.recommendations, **kw, group_id=None, auto_offset_reset="latest")
+    consumer = AIOKafkaConsumer(**kw, group_id=None, auto_offset_reset="latest")
     producer = AIOKafkaProducer(**kw)
     await consumer.start()
     await producer.start()
@@ -94,7 +96,7 @@ async def wait_for_recommender(settings: Settings, timeout: float = 90.0) -> flo
     probe = f"probe-{uuid.uuid4().hex[:8]}"
     seq = int(time.time() * 1000) * 1000
     try:
-        await consumer.seek_to_end()
+        await assign_at_end(consumer, producer, t.recommendations)
         while time.monotonic() - started < timeout:
             seq += 1
             event = UserEvent(

@@ -433,6 +433,19 @@ class Simulation:
 
     # -- loops ------------------------------------------------------------------------------
 
+    def in_flight(self, now: float) -> int:
+        """Requests sent less than the recommendation timeout ago and not answered yet."""
+        # Pending is in send order, so given-up requests are at the front: pruning is amortised
+        # O(1) per request. An answer that comes after that is counted as unmatched.
+        timeout = self.scenario.recommendation_timeout
+        pending = self.pending
+        while pending:
+            first = next(iter(pending))
+            if now - pending[first].intended < timeout:
+                break
+            del pending[first]
+        return len(pending)
+
     async def scheduler(self, end: float, until_idle: bool = False) -> None:
         handled = 0
         next_idle_check = 0.0
@@ -442,7 +455,7 @@ class Simulation:
                 return
             if until_idle and now >= next_idle_check:
                 next_idle_check = now + 0.05
-                if not any(u.waiting for u in self.users if u.active):
+                if not self.in_flight(now):
                     return
             while self.heap and self.heap[0][0] <= now:
                 t, _, kind, row, arg = heapq.heappop(self.heap)
@@ -490,6 +503,7 @@ class Simulation:
                 now, (self.stats.counts["events_sent"] - last_sent) / (now - last_t)
             )
             last_sent, last_t = self.stats.counts["events_sent"], now
+            self.in_flight(now)  # prune requests given up on
             self.m_target.set(snap.target_rate)
             self.m_active.set(self.active)
             for v in snap.verdicts:
@@ -579,14 +593,7 @@ class Simulation:
             self.producer, self.events_topic, sorted(events_partitions), self._on_send_error
         )
         self.sender.start()
-        parts = [
-            TopicPartition(self.recs_topic, p)
-            for p in sorted(self.consumer.partitions_for_topic(self.recs_topic) or [])
-        ]
-        self.consumer.assign(parts)
-        await self.consumer.seek_to_end(*parts)
-        for tp in parts:  # resolve positions now, so no recommendation is missed
-            await self.consumer.position(tp)
+        await assign_at_end(self.consumer, self.producer, self.recs_topic)
 
     async def run(self) -> RunResult:
         """Run the scenario to the end (or to a breached threshold with abort_on_breach)."""
@@ -610,8 +617,8 @@ class Simulation:
         ticker = asyncio.create_task(self.ticker(end))
         try:
             await self.scheduler(end)
-            # Drain: no new arrivals; keep serving deadlines and reactions until every waiting
-            # user has an answer or gave up, or the drain time is over.
+            # Drain: no new arrivals; keep serving deadlines and reactions until every recent
+            # request is answered or the drain time is over.
             drain = min(DRAIN_SECONDS, self.scenario.recommendation_timeout)
             await self.scheduler(time.monotonic() + drain, until_idle=True)
         finally:
@@ -625,11 +632,9 @@ class Simulation:
             await self.producer.stop()
             await self.consumer.stop()
         now = time.monotonic()
-        in_flight = sum(
-            1
-            for p in self.pending.values()
-            if now - p.intended < float(self.pop.patience[p.row]) and self.users[p.row].waiting
-        )
+        # Requests younger than the recommendation timeout may still be answered: they are in
+        # flight, not failures. Older unanswered ones count as infinitely slow in percentiles.
+        in_flight = self.in_flight(now)
         self.stats.counts["requests"] -= in_flight
         for user in self.users:
             if user.active:
@@ -651,6 +656,32 @@ class Simulation:
             versions={"population": self.pop.version, "behaviour": self.behaviour.version},
             recommender=self.recommender,
         )
+
+
+async def assign_at_end(
+    consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, topic: str, timeout: float = 30.0
+) -> list[TopicPartition]:
+    """Assign every partition of `topic` and resolve the end offsets, so nothing is missed.
+
+    Retried: right after a topic is created, Kafka may not have elected its leaders yet.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            # The producer's lookup waits for the topic's metadata (the consumer's does not).
+            ids = await producer.partitions_for(topic)
+            if not ids:
+                raise KafkaError(f"no partitions known for {topic!r} yet")
+            parts = [TopicPartition(topic, p) for p in sorted(ids)]
+            consumer.assign(parts)
+            await consumer.seek_to_end(*parts)
+            for tp in parts:
+                await consumer.position(tp)
+            return parts
+        except KafkaError as exc:
+            if time.monotonic() > deadline:
+                raise SimulationError(f"cannot read {topic!r}: {exc!r}") from None
+            await asyncio.sleep(0.5)
 
 
 def run_simulation(
