@@ -48,10 +48,14 @@ def test_demo_runs_the_whole_loop_and_writes_the_report(
         str(out),
         timeout=240,
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # 0 or 1: the demo's latency thresholds depend on how loaded the machine is; a crash,
+    # a config error (2) or a failed start (3) fail the test.
+    assert proc.returncode in (0, 1), proc.stdout + proc.stderr
     assert f"report: {out / 'report.html'}" in proc.stdout
+    assert "p99 latency <" in proc.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert summary["recommender"]["strategy"] == "onnx"
     assert summary["counts"]["recommendations"] > 100
     assert summary["broker"].startswith("tansu")
+    assert summary["figures"]["abandonment"] < 0.5 and summary["figures"]["ctr"] > 0
     assert "<svg" in (out / "report.html").read_text()
