@@ -18,6 +18,8 @@ class RecommenderConfig:
     batch_size: int = 128
     learning_rate: float = 2e-3
     max_k: int = 100
+    init_from_cooccurrence: bool = True
+    """Start item embeddings from an SVD of item co-occurrence (see `ppmi_embeddings`)."""
 
 
 @dataclass(slots=True)
