@@ -232,7 +232,9 @@ class Simulation:
             if user.sessions == 1:
                 self.stats.users_returned += 1
             # Interest drift: preferences move a little between sessions.
-            noise = self.rng.standard_normal(self.pop.preference.shape[1]).astype(np.float32)
+            # Seeded per (user, session), so drift does not depend on arrival order.
+            rng = np.random.default_rng([self.scenario.seed, user.global_index, user.sessions])
+            noise = rng.standard_normal(self.pop.preference.shape[1]).astype(np.float32)
             self.pop.preference[user.row] = drift(
                 self.pop.preference[user.row], self.scenario.user.drift, noise
             )
@@ -293,7 +295,9 @@ class Simulation:
         self.send(user, t, Outgoing(EventType.LEAVE))
         self.end_session(user, t, EndReason.ABANDONED)
 
-    def end_session(self, user: SimUser, t: float, reason: EndReason, back: bool = False) -> None:
+    def end_session(
+        self, user: SimUser, t: float, reason: EndReason, back: bool = False, gap: float = 1.0
+    ) -> None:
         user.active = False
         user.waiting = None
         self.active -= 1
@@ -305,8 +309,8 @@ class Simulation:
         m.SESSIONS_ENDED.labels(reason=reason.value, **self._labels).inc()
         self.m_depth.observe(user.depth)
         if back:
-            gap = float(self.rng.exponential(max(1e-3, self.scenario.user.return_after)))
-            heapq.heappush(self.returners, (t + gap, user.row))
+            wait = gap * max(1e-3, self.scenario.user.return_after)
+            heapq.heappush(self.returners, (t + wait, user.row))
 
     # -- recommendations --------------------------------------------------------------------
 
@@ -357,7 +361,7 @@ class Simulation:
         reaction = self.behaviour.react(pref, histories, slates, steps)
         gidx = self.pop.global_index[rows]
         draws = np.fromiter((u.draws for u, _ in batch), np.int64, len(batch))
-        u_all = uniforms(self.scenario.seed, gidx, draws, 2 * width + 4)
+        u_all = uniforms(self.scenario.seed, gidx, draws, 2 * width + 6)
         sat = np.fromiter((u.clicks / max(1, u.step + 1) for u, _ in batch), np.float64, len(batch))
         us = self.scenario.user
         decisions = decide(
@@ -399,7 +403,10 @@ class Simulation:
         if d.organic:
             # Organic browsing: an item the user finds on their own, not from the slate.
             pref = self.pop.preference[user.row]
-            cand = self.rng.integers(self.pop.first_item, len(self.pop.item_ids), 20)
+            # The best of 20 items from a stretch of the catalogue chosen by the user's draw.
+            n = len(self.pop.item_ids) - self.pop.first_item
+            start = self.pop.first_item + int(d.pick * n)
+            cand = self.pop.first_item + (np.arange(start, start + 20) - self.pop.first_item) % n
             item = int(cand[np.argmax(self.pop.item_vectors[cand] @ pref)])
             self.push(t, SEND, user.row, Outgoing(EventType.VIEW, item=item))
             self.stats.count("organic", self.at(now))
@@ -429,7 +436,7 @@ class Simulation:
             self.push(t, SEND, user.row, Outgoing(EventType.REQUEST, awaits=True))
         if d.leave is not None:
             self.push(t + 0.01, SEND, user.row, Outgoing(EventType.LEAVE))
-            self.end_session(user, t, d.leave, back=d.comes_back)
+            self.end_session(user, t, d.leave, back=d.comes_back, gap=d.gap)
 
     # -- loops ------------------------------------------------------------------------------
 

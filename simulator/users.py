@@ -79,6 +79,10 @@ class Decision:
     comes_back: bool
     think: float
     """Multiplier of the user's mean think time for this step."""
+    pick: float
+    """Uniform for choosing the organic item."""
+    gap: float
+    """Exponential(1) draw scaling the time until a return visit."""
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -99,7 +103,7 @@ def decide(
     return_probability: float,
     satisfaction: np.ndarray,
 ) -> list[Decision]:
-    """Decisions for a batch. `u` is [B, 2S+4] uniforms (see `behaviour.uniforms`)."""
+    """Decisions for a batch. `u` is [B, 2S+6] uniforms (see `behaviour.uniforms`)."""
     b, s = reaction.p_click.shape
     clicked = u[:, :s] < reaction.p_click
     any_click = clicked.any(axis=1)
@@ -113,6 +117,8 @@ def decide(
     organic = u[:, 2 * s + 1] < organic_share
     back = u[:, 2 * s + 2] < return_probability * (0.5 + np.clip(satisfaction, 0, 1))
     think = 0.5 + u[:, 2 * s + 3]
+    pick = u[:, 2 * s + 4]
+    gap = -np.log1p(-u[:, 2 * s + 5])
     out = []
     for i in range(b):
         reason: EndReason | None = None
@@ -133,6 +139,8 @@ def decide(
                 organic=bool(organic[i]),
                 comes_back=bool(back[i]),
                 think=float(think[i]),
+                pick=float(pick[i]),
+                gap=float(gap[i]),
             )
         )
     return out

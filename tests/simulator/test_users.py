@@ -42,7 +42,7 @@ def test_better_slates_get_more_clicks_and_same_inputs_same_decisions() -> None:
 
     def run() -> list:
         r = behaviour.react(pref, hist, best, steps)
-        u = uniforms(5, pop.global_index[:n], np.zeros(n, np.int64), 2 * k + 4)
+        u = uniforms(5, pop.global_index[:n], np.zeros(n, np.int64), 2 * k + 6)
         return decide(
             r,
             u,
