@@ -53,17 +53,23 @@ class LSTMBehaviour(keras.Model):
         super().__init__(**kwargs)
         self.items = keras.layers.Embedding(n_items, cfg.dim)
         self.slots = keras.layers.Embedding(cfg.max_slate, cfg.dim)
-        self.lstm = keras.layers.LSTM(cfg.dim)
+        self.lstm = keras.layers.LSTM(cfg.dim, return_sequences=True)
         self.user = keras.layers.Dense(cfg.dim)
         self.heads = Heads(cfg.dim * 2)
 
     def call(self, history: object, actions: object, slate: object, training: bool = False):
-        u = self.user(self.lstm(self.items(history)))
+        # All states are returned so training can add the next-item loss (as for the LM): on
+        # logs with sampled impressions it is what teaches the item embeddings quickly.
+        hidden = self.user(self.lstm(self.items(history)))
+        u = hidden[:, -1]
         s = ops.shape(slate)[1]
         c = self.items(slate) + ops.expand_dims(self.slots(ops.arange(0, s)), 0)
         ue = ops.repeat(ops.expand_dims(u, 1), s, axis=1)
         click, buy, leave = self.heads(ops.concatenate([ue, c, ue * c], axis=-1), u)
-        return click, buy, leave, None
+        return click, buy, leave, hidden
+
+    def next_item_logits(self, hidden: object) -> object:
+        return ops.matmul(hidden, ops.transpose(self.items.embeddings))
 
 
 class BehaviourLM(keras.Model):
@@ -161,8 +167,8 @@ class TrainedBehaviour:
 def train_behaviour(
     data: BehaviourExamples, n_items: int, max_len: int, cfg: BehaviourConfig, kind: str, seed: int
 ) -> TrainedBehaviour:
-    """Binary cross-entropy on click, buy (only where clicked) and leave; the LM adds the
-    next-item language-model loss over the history tokens."""
+    """Binary cross-entropy on click, buy (only where clicked) and leave, plus (both kinds) a
+    next-item loss over the most recent history positions."""
     keras.utils.set_random_seed(seed)
     started = time.perf_counter()
     model: keras.Model = (
@@ -181,7 +187,7 @@ def train_behaviour(
                 tf.reduce_sum(click), 1.0
             )
             loss += tf.reduce_mean(bce(labels=leave, logits=l_logit))
-            if hidden is not None:
+            if cfg.lm_weight > 0:
                 # Next-item loss on the last positions only: a full-sequence softmax over the
                 # catalogue costs more than everything else and adds little signal.
                 tail = cfg.lm_positions

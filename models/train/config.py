@@ -28,15 +28,14 @@ class BehaviourConfig:
 
     dim: int = 48
     heads: int = 2
-    blocks: int = 2
+    blocks: int = 1
     dropout: float = 0.1
     epochs: int = 3
     batch_size: int = 256
     learning_rate: float = 2e-3
     slate_size: int = 10
     max_slate: int = 32
-    negatives_per_positive: int = 9
-    max_examples: int = 30_000
+    max_examples: int = 25_000
     lm_weight: float = 0.5
     lm_positions: int = 8
     """History positions whose next item the LM loss predicts (the most recent ones)."""
