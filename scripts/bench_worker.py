@@ -222,7 +222,14 @@ class Passthrough:
 class WorkerUnderTest:
     """`recloop worker` as a subprocess; progress read from its metrics endpoint."""
 
-    def __init__(self, settings: Settings, model_dir: Path, port: int) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        model_dir: Path,
+        port: int,
+        extra_env: dict[str, str] | None = None,
+        profile: Path | None = None,
+    ) -> None:
         self.port = port
         env = {
             **os.environ,
@@ -238,12 +245,20 @@ class WorkerUnderTest:
             "RECLOOP_WORKER__METRICS_PORT": str(port),
             "RECLOOP_WORKER__DATA_DIR": tempfile.mkdtemp(prefix="recloop-bench-"),
             "RECLOOP_WORKER__TRIGGER_ON": json.dumps(["session_start", "click"]),
+            **(extra_env or {}),
         }
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the worker
             prefix="bench-worker-", suffix=".log", delete=False
         )
+        # --profile: the worker runs under pyinstrument, which writes its report when the
+        # worker exits on SIGTERM (Faust shuts down cleanly).
+        prefix = (
+            [sys.executable, "-m", "pyinstrument", "-r", "session" if profile.suffix == ".pyisession" else "text", "-o", str(profile)]
+            if profile
+            else [sys.executable]
+        )
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "recloop", "worker", "--loglevel", "warning"],
+            [*prefix, "-m", "recloop", "worker", "--loglevel", "warning"],
             env=env,
             cwd=ROOT,
             stdout=self.log,
@@ -272,7 +287,7 @@ class WorkerUnderTest:
     def stop(self) -> None:
         self.proc.terminate()
         try:
-            self.proc.wait(20)
+            self.proc.wait(60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
 
@@ -304,7 +319,9 @@ async def measure(kind: str, args: argparse.Namespace, items: list[str]) -> dict
         results["events_per_s"] = pt.consumed / (time.monotonic() - pt.first)
         await pt.stop()
     else:
-        worker = WorkerUnderTest(settings, args.model_dir, free_port())
+        worker = WorkerUnderTest(
+            settings, args.model_dir, free_port(), args.worker_env, args.profile
+        )
         try:
             first: float | None = None
             deadline = time.monotonic() + 300
@@ -319,6 +336,9 @@ async def measure(kind: str, args: argparse.Namespace, items: list[str]) -> dict
         finally:
             worker.stop()
 
+    if args.no_latency:
+        results["latency"], results["answered"] = [], "-"
+        return results
     # 2) Latency at a fixed open-loop rate.
     topics = fresh_topics(f"{kind}-lat", args.partitions)
     settings = Settings(bootstrap=args.bootstrap, topics=topics)
@@ -336,7 +356,7 @@ async def measure(kind: str, args: argparse.Namespace, items: list[str]) -> dict
             pt = Passthrough(args.bootstrap, topics)
             await pt.start()
         else:
-            worker = WorkerUnderTest(settings, args.model_dir, free_port())
+            worker = WorkerUnderTest(settings, args.model_dir, free_port(), args.worker_env)
             await worker.ready(args.partitions)
         # A short warm-up at the same rate is not counted.
         await produce_at_rate(args.bootstrap, topics.events, source, args.rate, args.warmup)
@@ -383,7 +403,22 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0, help="events/s for latency")
     parser.add_argument("--seconds", type=float, default=20.0, help="latency phase length")
     parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument(
+        "--only", choices=["passthrough", "worker"], help="measure one side only (default both)"
+    )
+    parser.add_argument(
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="RECLOOP_X=V",
+        help="extra worker setting, e.g. RECLOOP_WORKER__BATCH_SIZE=256 (repeatable)",
+    )
+    parser.add_argument("--no-latency", action="store_true", help="throughput phase only")
+    parser.add_argument(
+        "--profile", type=Path, help="run the throughput worker under pyinstrument, text report"
+    )
     args = parser.parse_args()
+    args.worker_env = dict(kv.split("=", 1) for kv in args.worker_env)
     args.model_dir = ensure_model(args.model_dir)
     items = json.loads((args.model_dir / "items.json").read_text())[2:]
     broker = None
@@ -396,7 +431,8 @@ def main() -> None:
         print(
             f"broker {args.bootstrap}, model {args.model_dir}, {os.cpu_count()} cores", flush=True
         )
-        rows = [asyncio.run(measure(kind, args, items)) for kind in ("passthrough", "worker")]
+        kinds = [args.only] if args.only else ["passthrough", "worker"]
+        rows = [asyncio.run(measure(kind, args, items)) for kind in kinds]
     finally:
         if broker:
             broker.stop()

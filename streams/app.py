@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from typing import Any
 
 import faust
@@ -51,6 +52,7 @@ def faust_credentials(settings: Settings) -> Any:
 def create_app(settings: Settings) -> faust.App:
     """Build the worker app from settings (one app per process)."""
     cfg = settings.worker
+    sys.setswitchinterval(cfg.switch_interval_seconds)
     store = "memory://" if cfg.store == "memory" else "rocksdb://"
     app = faust.App(
         cfg.app_id,
@@ -68,6 +70,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=cfg.heartbeat_interval_seconds,
         key_serializer="raw",
         value_serializer="raw",
+        producer_linger=cfg.producer_linger_seconds,
     )
     topics = settings.topics
     events = app.topic(topics.events, key_type=bytes, value_type=bytes)
@@ -83,10 +86,10 @@ def create_app(settings: Settings) -> faust.App:
         partitions=topics.partitions,
         use_partitioner=True,
     )
-    strategy = build_strategy(cfg.strategy, cfg.model_dir)
+    strategy = build_strategy(cfg.strategy, cfg.model_dir, cfg.inference_threads)
     pipeline = Pipeline(cfg, strategy, table, settings.max_message_bytes)
     watcher = (
-        ModelWatcher(strategy.name, cfg.model_dir, strategy.card_version)
+        ModelWatcher(strategy.name, cfg.model_dir, strategy.card_version, cfg.inference_threads)
         if isinstance(strategy, ModelStrategy)
         else None
     )

@@ -88,6 +88,14 @@ class WorkerConfig(BaseModel):
     model_poll_seconds: float = Field(1.0, gt=0.0, le=300.0)
     """How often the model directory's card.json is checked for a new version (hot reload)."""
     web_port: int = Field(6066, ge=1, le=65535)
+    inference_threads: int = Field(1, ge=1, le=256)
+    """onnxruntime intra-op threads. More than one adds pool threads that spin-wait between
+    runs and compete with the event loop for the CPU; batches are small, so 1 is faster."""
+    switch_interval_seconds: float = Field(0.005, gt=0.0, le=1.0)
+    """`sys.setswitchinterval` for the worker process (Python's default 5 ms)."""
+    producer_linger_seconds: float = Field(0.005, ge=0.0, le=1.0)
+    """How long the producer waits to fill a batch. 0 (Faust's default) sends one produce
+    request per loop turn, which under load means one syscall per handful of records."""
 
 
 class Settings(BaseSettings):

@@ -38,6 +38,8 @@ class Pending(msgspec.Struct):
     event: UserEvent
     history: list[str]
     consumed: float
+    request_id: str = ""
+    """uuid5 of user and event id (computed once, in the processor)."""
 
 
 class Rejected(msgspec.Struct):
@@ -84,7 +86,7 @@ class Pipeline:
         except ContractError as err:
             letter = err.dead_letter(raw, topic=topic, partition=partition, offset=offset, key=key)
             return Rejected(letter)
-        metrics.EVENTS.labels(event.event_type.value).inc()
+        metrics.events_counter(event.event_type.value).inc()
         user_key = event.user_id.encode()
         state = decode_state(self.table.get(user_key))
         order = classify(state, event)
@@ -108,11 +110,14 @@ class Pipeline:
             if order.fresh:
                 self.table[user_key] = encode_state(state)
             return None
+        request_id = _request_id(event)
         if order.fresh:
             # The request id is fixed before inference so the state can name it.
-            state.last_request_id = _request_id(event)
+            state.last_request_id = request_id
             self.table[user_key] = encode_state(state)
-        return Pending(event=event, history=list(state.history), consumed=consumed)
+        return Pending(
+            event=event, history=list(state.history), consumed=consumed, request_id=request_id
+        )
 
     def answer(self, batch: list[Pending]) -> list[Recommendation]:
         """Rank items for every pending request in one strategy call (blocking; run off-loop)."""
@@ -126,12 +131,12 @@ class Pipeline:
             [p.history for p in batch], self.config.slate_size, self.config.exclude_seen
         )
         elapsed = time.perf_counter() - started
-        metrics.INFERENCE_SECONDS.labels(strategy.name).observe(elapsed)
+        metrics.inference_histogram(strategy.name).observe(elapsed)
         metrics.BATCH_SIZE.observe(len(batch))
         inferred = self.clock()
         return [
             Recommendation(
-                request_id=_request_id(p.event),
+                request_id=p.request_id or _request_id(p.event),
                 user_id=p.event.user_id,
                 event_id=p.event.event_id,
                 items=[ScoredItem(item, score) for item, score in slate],
@@ -171,21 +176,19 @@ def record_emitted(rec: Recommendation) -> None:
     """Stamp the emit time and observe stage latencies for one recommendation."""
     t = rec.times
     t.emitted = time.time()
-    metrics.RECOMMENDATIONS.labels(rec.strategy).inc()
+    metrics.recommendations_counter(rec.strategy).inc()
     if t.consumed is not None:
         metrics.PROCESSING_SECONDS.observe(max(0.0, t.emitted - t.consumed))
         if t.produced is not None:
-            metrics.STAGE_SECONDS.labels("queue").observe(max(0.0, t.consumed - t.produced))
+            metrics.STAGE_QUEUE.observe(max(0.0, t.consumed - t.produced))
         if t.inferred is not None:
-            metrics.STAGE_SECONDS.labels("batch_and_infer").observe(
-                max(0.0, t.inferred - t.consumed)
-            )
-            metrics.STAGE_SECONDS.labels("emit").observe(max(0.0, t.emitted - t.inferred))
+            metrics.STAGE_BATCH_AND_INFER.observe(max(0.0, t.inferred - t.consumed))
+            metrics.STAGE_EMIT.observe(max(0.0, t.emitted - t.inferred))
 
 
 def record_dead_letter(letter: DeadLetter) -> None:
     """Count a dead letter by reason."""
-    metrics.DEAD_LETTERS.labels(letter.reason.value).inc()
+    metrics.dead_letters_counter(letter.reason.value).inc()
 
 
 __all__ = ["Pending", "Pipeline", "Rejected", "UserState", "record_dead_letter", "record_emitted"]

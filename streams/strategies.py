@@ -76,7 +76,7 @@ class ModelStrategy:
     error; reserved indices and excluded (-inf) scores never reach a slate.
     """
 
-    def __init__(self, name: str, model_dir: Path) -> None:
+    def __init__(self, name: str, model_dir: Path, threads: int | None = 1) -> None:
         from models.runtime import (
             CooccurrenceRecommender,
             ModelDir,
@@ -94,7 +94,11 @@ class ModelStrategy:
             md = ModelDir(model_dir)
             # Load from the already validated ModelDir so the vocabulary and the model come
             # from the same card even if a new version lands in between.
-            self._model = loaders[name].load(md)
+            # One intra-op thread by default: with more, onnxruntime's pool threads spin-wait
+            # after every run and took ~40% of a core from the event loop on 2 cores.
+            self._model = (
+                RecommenderRuntime.load(md, threads) if name == "onnx" else loaders[name].load(md)
+            )
         except (ModelLoadError, FileNotFoundError, OSError, ValueError, KeyError) as exc:
             raise StrategyError(
                 f"strategy {name!r} needs a trained model directory at {model_dir}: {exc} "
@@ -147,8 +151,15 @@ class ModelWatcher:
     untouched, so no event is lost or answered twice by a reload.
     """
 
-    def __init__(self, name: str, model_dir: Path, current_card_version: str | None) -> None:
+    def __init__(
+        self,
+        name: str,
+        model_dir: Path,
+        current_card_version: str | None,
+        threads: int | None = 1,
+    ) -> None:
         self.name = name
+        self.threads = threads
         self.model_dir = model_dir
         self.card_version = current_card_version
         self._stamp = self._card_stamp()
@@ -167,7 +178,7 @@ class ModelWatcher:
         if stamp is None or stamp == self._stamp:
             return None
         try:
-            strategy = ModelStrategy(self.name, self.model_dir)
+            strategy = ModelStrategy(self.name, self.model_dir, self.threads)
         except StrategyError as exc:
             # A half-copied directory: keep serving the current version and retry next time.
             self.last_error = str(exc)
@@ -180,7 +191,7 @@ class ModelWatcher:
         return strategy
 
 
-def build_strategy(name: str, model_dir: Path) -> Strategy:
+def build_strategy(name: str, model_dir: Path, threads: int | None = 1) -> Strategy:
     """The strategy called `name`, loading its model from `model_dir` where it needs one."""
     if name == "random":
         catalogue: list[str] = []
@@ -191,5 +202,5 @@ def build_strategy(name: str, model_dir: Path) -> Strategy:
             catalogue = [i for i in json.loads(items.read_text())[2:] if i]
         return RandomStrategy(catalogue)
     if name in {"onnx", "popular", "cooccurrence"}:
-        return ModelStrategy(name, model_dir)
+        return ModelStrategy(name, model_dir, threads)
     raise StrategyError(f"unknown strategy {name!r}; choose onnx, popular, cooccurrence or random")
