@@ -33,3 +33,11 @@ def trained_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     train_all(SyntheticWorld.generate(**WORLD).log, out, config)
     print(f"trained test models in {time.perf_counter() - started:.0f}s")
     return out
+
+
+@pytest.fixture(scope="session")
+def tansu(_local_brokers: dict) -> object:
+    """The embedded broker only (or RECLOOP_BOOTSTRAP's), for broker-independent behaviour."""
+    from tests.conftest import EXTERNAL, Broker, _started
+
+    return Broker("external", EXTERNAL) if EXTERNAL else _started("tansu", _local_brokers)

@@ -87,13 +87,11 @@ async def test_closed_loop_users_react_to_the_workers_slates(
 
 
 async def test_transformer_gets_higher_online_ctr_than_random(
-    broker: Broker, tmp_path: Path, trained_models: Path
+    tansu: Broker, tmp_path: Path, trained_models: Path
 ) -> None:
-    if broker.kind == "kafka":
-        pytest.skip("one broker is enough for the quality comparison; the loop runs on both")
     results = {}
     for strategy in ("random", "onnx"):
-        settings = worker_settings(broker, tmp_path, strategy, trained_models)
+        settings = worker_settings(tansu, tmp_path, strategy, trained_models)
         results[strategy] = await closed_loop(settings, scenario(15, 15))
     ctr = {k: r.stats.figures()["ctr"] for k, r in results.items()}
     hits = {k: r.stats.figures()["hit_rate"] for k, r in results.items()}
@@ -103,11 +101,9 @@ async def test_transformer_gets_higher_online_ctr_than_random(
 
 
 def test_slow_recommender_breaches_thresholds_and_exits_non_zero(
-    broker: Broker, tmp_path: Path
+    tansu: Broker, tmp_path: Path
 ) -> None:
-    if broker.kind == "kafka":
-        pytest.skip("the slow-recommender run is broker-independent; Tansu is enough")
-    settings = worker_settings(broker, tmp_path, "random", delay=0.8)
+    settings = worker_settings(tansu, tmp_path, "random", delay=0.8)
     asyncio.run(ensure_topics(settings))
     (tmp_path / "slow.yaml").write_text(
         f"""
@@ -131,7 +127,7 @@ thresholds: ["p99 latency < 200ms", "abandonment < 5%"]
                 "simulate",
                 str(tmp_path / "slow.yaml"),
                 "--bootstrap",
-                broker.bootstrap,
+                tansu.bootstrap,
                 "--no-live",
                 "--metrics-port",
                 "0",

@@ -22,14 +22,8 @@ from tests.support import WorkerProcess
 pytestmark = pytest.mark.kafka
 
 
-def only_tansu(broker: Broker) -> None:
-    if broker.kind == "kafka":
-        pytest.skip("broker-independent simulator behaviour; the loop itself runs on both")
-
-
-async def test_abort_on_breach_stops_the_run_early(broker: Broker, tmp_path: Path) -> None:
-    only_tansu(broker)
-    settings = worker_settings(broker, tmp_path, "random")  # no worker started: nobody answers
+async def test_abort_on_breach_stops_the_run_early(tansu: Broker, tmp_path: Path) -> None:
+    settings = worker_settings(tansu, tmp_path, "random")  # no worker started: nobody answers
     await ensure_topics(settings)
     sc = scenario_from_dict(
         {
@@ -48,9 +42,8 @@ async def test_abort_on_breach_stops_the_run_early(broker: Broker, tmp_path: Pat
     assert result.stats.ended_by.get("abandoned", 0) > 0
 
 
-async def test_sharded_processes_split_users_and_merge(broker: Broker, tmp_path: Path) -> None:
-    only_tansu(broker)
-    settings = worker_settings(broker, tmp_path, "random")
+async def test_sharded_processes_split_users_and_merge(tansu: Broker, tmp_path: Path) -> None:
+    settings = worker_settings(tansu, tmp_path, "random")
     await ensure_topics(settings)
     sc = scenario_from_dict(
         {
@@ -82,7 +75,7 @@ async def test_sharded_processes_split_users_and_merge(broker: Broker, tmp_path:
         assert sample is not None and sample >= c["recommendations"]
     parts = []
     for i, r in enumerate(results):
-        write_report(summarise(r, broker.kind), tmp_path / f"s{i}")
+        write_report(summarise(r, tansu.kind), tmp_path / f"s{i}")
         parts.append(Summary.from_json((tmp_path / f"s{i}" / "summary.json").read_text()))
     merged = merge_summaries(parts)
     total = sum(r.stats.counts["recommendations"] for r in results)
