@@ -253,7 +253,15 @@ class WorkerUnderTest:
         # --profile: the worker runs under pyinstrument, which writes its report when the
         # worker exits on SIGTERM (Faust shuts down cleanly).
         prefix = (
-            [sys.executable, "-m", "pyinstrument", "-r", "session" if profile.suffix == ".pyisession" else "text", "-o", str(profile)]
+            [
+                sys.executable,
+                "-m",
+                "pyinstrument",
+                "-r",
+                "session" if profile.suffix == ".pyisession" else "text",
+                "-o",
+                str(profile),
+            ]
             if profile
             else [sys.executable]
         )

@@ -22,7 +22,7 @@ from faust.types import EventT
 from prometheus_client import start_http_server
 
 from streams import metrics
-from streams.config import Settings, load_settings
+from streams.config import ConfigError, Settings, load_settings
 from streams.contract import (
     ContractError,
     DeadLetter,
@@ -54,6 +54,13 @@ def create_app(settings: Settings) -> faust.App:
     cfg = settings.worker
     sys.setswitchinterval(cfg.switch_interval_seconds)
     store = "memory://" if cfg.store == "memory" else "rocksdb://"
+    if cfg.store == "rocksdb":
+        try:
+            import rocksdict  # noqa: F401  (Faust's rocksdb:// store uses it when installed)
+        except ImportError:
+            raise ConfigError(
+                "worker.store=rocksdb needs rocksdict: pip install 'recloop[rocksdb]'"
+            ) from None
     app = faust.App(
         cfg.app_id,
         broker=[f"kafka://{host}" for host in settings.bootstrap.split(",")],

@@ -107,14 +107,16 @@ class Pipeline:
         else:
             metrics.REDELIVERED.inc()
         if event.event_type not in self.triggers:
-            if order.fresh:
-                self.table[user_key] = encode_state(state)
+            # A redelivery rewrites the (unchanged) state too: with a persistent store the
+            # local copy can be ahead of the changelog after a crash (the changelog record was
+            # still in the producer), and this puts the changelog back in step.
+            self.table[user_key] = encode_state(state)
             return None
         request_id = _request_id(event)
         if order.fresh:
             # The request id is fixed before inference so the state can name it.
             state.last_request_id = request_id
-            self.table[user_key] = encode_state(state)
+        self.table[user_key] = encode_state(state)
         return Pending(
             event=event, history=list(state.history), consumed=consumed, request_id=request_id
         )

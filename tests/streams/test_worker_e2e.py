@@ -125,22 +125,36 @@ async def test_every_strategy_through_the_same_path(broker, tmp_path: Path, stra
 async def test_sigkill_mid_stream_recovers_state_and_answers_everything(
     broker, tmp_path: Path
 ) -> None:
+    await _sigkill_recovery(broker.bootstrap, tmp_path, "memory")
+
+
+async def test_sigkill_recovery_with_the_rocksdb_store(kafka, tmp_path: Path) -> None:
+    """The same kill and restart with state in RocksDB (rocksdict): the restarted worker reopens
+    its local store and catches up from the changelog. One broker is enough (the store is
+    local); Kafka because that is what production runs."""
+    await _sigkill_recovery(kafka.bootstrap, tmp_path, "rocksdb")
+    assert any((tmp_path / "worker").rglob("CURRENT")), "no RocksDB files in the data dir"
+
+
+async def _sigkill_recovery(bootstrap: str, tmp_path: Path, store: str) -> None:
     # A slow batch (inject_delay) keeps the stream busy when the worker is killed.
-    settings = worker_settings(broker.bootstrap, tmp_path, "kill", inject_delay_seconds=0.05)
+    settings = worker_settings(
+        bootstrap, tmp_path, f"kill-{store}", inject_delay_seconds=0.05, store=store
+    )
     await ensure_topics(settings)
     worker = Worker(settings).start()
     events = make_events(n_users=40, per_user=8, prefix="k")
     half = [e for e in events if e.seq < 4]
     rest = [e for e in events if e.seq >= 4]
     try:
-        await produce_events(broker.bootstrap, settings.topics.events, half)
+        await produce_events(bootstrap, settings.topics.events, half)
         port = settings.worker.metrics_port
         await wait_for(
             lambda: metric(port, "recloop_worker_recommendations_total") >= 20,
             60,
             "the first recommendations",
         )
-        await produce_events(broker.bootstrap, settings.topics.events, rest)
+        await produce_events(bootstrap, settings.topics.events, rest)
         await wait_for(
             lambda: metric(port, "recloop_worker_events_total") >= len(half) + 10,
             60,
