@@ -7,9 +7,14 @@ breach), 2 invalid scenario or configuration, 3 the simulation could not run.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:  # the modules are imported inside the commands, to keep --help fast
+    from simulator.population import Shard
+    from simulator.scenario import Scenario
+    from streams.config import Settings
 
 EXIT_FAILED, EXIT_INVALID, EXIT_ERROR = 1, 2, 3
 
@@ -64,9 +69,9 @@ def simulate(
 
 
 def run_and_report(
-    scenario: object,
-    settings: object,
-    shard: object,
+    scenario: Scenario,
+    settings: Settings,
+    shard: Shard,
     run_id: str | None,
     out: Path | None,
     metrics_port: int,
@@ -77,14 +82,10 @@ def run_and_report(
     import uuid
 
     from simulator.live import LiveView
-    from simulator.population import PopulationError, Shard
+    from simulator.population import PopulationError
     from simulator.report import summarise, verdict_lines, write_report
     from simulator.runner import SimulationError, run_simulation
-    from simulator.scenario import Scenario
-    from streams.config import Settings
 
-    assert isinstance(scenario, Scenario) and isinstance(settings, Settings)
-    assert isinstance(shard, Shard)
     run_id = run_id or uuid.uuid4().hex[:12]
     if metrics_port:
         from prometheus_client import start_http_server

@@ -24,6 +24,7 @@ import typer
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from simulator.scenario import Scenario, scenario_from_dict
 from streams.config import Settings, Topics, WorkerConfig, load_settings
 from streams.contract import EventType, UserEvent, decode_recommendation, encode
 
@@ -162,9 +163,8 @@ def ensure_models(model_dir: Path, data: str | None) -> None:
     typer.echo(f"trained model {card.version} in {time.monotonic() - started:.0f}s")
 
 
-def demo_scenario(duration: float, rate: float, model_dir: Path) -> object:
+def demo_scenario(duration: float, rate: float, model_dir: Path) -> Scenario:
     """A gentle ramp then constant load, with users from the world the models learnt."""
-    from simulator.scenario import scenario_from_dict
 
     world = world_of(model_dir)
     population = (

@@ -280,9 +280,7 @@ def load_scenario(path: str | Path) -> Scenario:
     return scenario_from_dict(data, str(p))
 
 
-def quick_scenario(
-    rate: float, duration: float, **overrides: Any
-) -> Scenario:  # pragma: no cover - thin helper
+def quick_scenario(rate: float, duration: float, **overrides: Any) -> Scenario:
     """A one-stage constant scenario (for the CLI without a file, demos and tests)."""
     return scenario_from_dict(
         {"stages": [{"kind": "constant", "rate": rate, "duration": duration}], **overrides}
