@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from simulator.scenario import Scenario, scenario_from_dict
-from streams.config import Settings, Topics, WorkerConfig, load_settings
+from streams.config import Settings, Topics, WorkerConfig, load_settings, settings_env
 from streams.contract import EventType, UserEvent, decode_recommendation, encode
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,29 +37,9 @@ class DemoError(RuntimeError):
     """A step of the demo failed; the message says which and what to do."""
 
 
-def worker_env(settings: Settings) -> dict[str, str]:
-    """RECLOOP_* variables that give a worker subprocess the same settings."""
-    t, w = settings.topics, settings.worker
-    return {
-        "RECLOOP_BOOTSTRAP": settings.bootstrap,
-        "RECLOOP_TOPICS__EVENTS": t.events,
-        "RECLOOP_TOPICS__RECOMMENDATIONS": t.recommendations,
-        "RECLOOP_TOPICS__DEAD_LETTERS": t.dead_letters,
-        "RECLOOP_TOPICS__CONTROL": t.control,
-        "RECLOOP_TOPICS__PARTITIONS": str(t.partitions),
-        "RECLOOP_WORKER__APP_ID": w.app_id,
-        "RECLOOP_WORKER__STRATEGY": w.strategy,
-        "RECLOOP_WORKER__MODEL_DIR": str(w.model_dir),
-        "RECLOOP_WORKER__METRICS_PORT": str(w.metrics_port),
-        "RECLOOP_WORKER__WEB_PORT": str(w.web_port),
-        "RECLOOP_WORKER__DATA_DIR": str(w.data_dir),
-        "RECLOOP_WORKER__INJECT_DELAY_SECONDS": str(w.inject_delay_seconds),
-    }
-
-
 def start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
     """`python -m recloop worker` in its own process group, logging to `log_path`."""
-    env = {**os.environ, **worker_env(settings), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1"}
     log = open(log_path, "ab")  # noqa: SIM115 - lives as long as the process
     return subprocess.Popen(
         [sys.executable, "-m", "recloop", "worker", "--loglevel", "warning"],

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streams.config import Settings, Topics
+from streams.config import Settings, Topics, settings_env
 from streams.contract import EventType, UserEvent, encode
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,28 +31,6 @@ def unique_topics(prefix: str = "t") -> Topics:
         control=f"{tag}.control",
         partitions=4,
     )
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The RECLOOP_* variables that reproduce `settings` in a child process."""
-    t = settings.topics
-    w = settings.worker
-    return {
-        "RECLOOP_BOOTSTRAP": settings.bootstrap,
-        "RECLOOP_TOPICS__EVENTS": t.events,
-        "RECLOOP_TOPICS__RECOMMENDATIONS": t.recommendations,
-        "RECLOOP_TOPICS__DEAD_LETTERS": t.dead_letters,
-        "RECLOOP_TOPICS__CONTROL": t.control,
-        "RECLOOP_TOPICS__PARTITIONS": str(t.partitions),
-        "RECLOOP_WORKER__APP_ID": w.app_id,
-        "RECLOOP_WORKER__STRATEGY": w.strategy,
-        "RECLOOP_WORKER__MODEL_DIR": str(w.model_dir),
-        "RECLOOP_WORKER__METRICS_PORT": str(w.metrics_port),
-        "RECLOOP_WORKER__STORE": w.store,
-        "RECLOOP_WORKER__DATA_DIR": str(w.data_dir),
-        "RECLOOP_WORKER__INJECT_DELAY_SECONDS": str(w.inject_delay_seconds),
-        "RECLOOP_WORKER__PROCESSING_GUARANTEE": w.processing_guarantee,
-    }
 
 
 class WorkerProcess:

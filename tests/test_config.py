@@ -53,3 +53,16 @@ def test_missing_config_file_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RECLOOP_CONFIG", "/nonexistent/recloop.yaml")
     with pytest.raises(ConfigError, match=r"/nonexistent/recloop\.yaml"):
         load_settings()
+
+
+def test_settings_env_rebuilds_the_same_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streams.config import Settings, Topics, WorkerConfig, settings_env
+
+    original = Settings(
+        bootstrap="k:1",
+        topics=Topics(events="e", partitions=6),
+        worker=WorkerConfig(strategy="popular", trigger_on=["view"], batch_size=9),
+    )
+    for name, value in settings_env(original).items():
+        monkeypatch.setenv(name, value)
+    assert load_settings() == original
