@@ -8,6 +8,7 @@ cluster. pydantic-settings does the parsing, so a bad value is reported with its
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
 from pathlib import Path
@@ -159,3 +160,24 @@ def load_settings(**overrides: Any) -> Settings:
         ]
         source = f" (from {config_path} and RECLOOP_* variables)" if config_path else ""
         raise ConfigError("invalid configuration" + source + ":\n" + "\n".join(lines)) from None
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The RECLOOP_* environment variables that rebuild `settings` in a child process.
+
+    Used to start workers (demo, tests, benchmarks) with exactly the parent's configuration.
+    """
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump(mode="json", exclude_none=True).items():
+        if isinstance(value, dict):
+            for sub, subvalue in value.items():
+                if subvalue is not None:
+                    env[f"RECLOOP_{name.upper()}__{sub.upper()}"] = _env_value(subvalue)
+        else:
+            env[f"RECLOOP_{name.upper()}"] = _env_value(value)
+    return env
+
+
+def _env_value(value: Any) -> str:
+    # pydantic-settings reads lists and dicts from environment variables as JSON.
+    return json.dumps(value) if isinstance(value, list | dict) else str(value)
