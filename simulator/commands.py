@@ -14,6 +14,7 @@ import typer
 if TYPE_CHECKING:  # the modules are imported inside the commands, to keep --help fast
     from simulator.population import Shard
     from simulator.scenario import Scenario
+    from simulator.stats import RunStats
     from streams.config import Settings
 
 EXIT_FAILED, EXIT_INVALID, EXIT_ERROR = 1, 2, 3
@@ -85,6 +86,7 @@ def run_and_report(
     from simulator.population import PopulationError
     from simulator.report import summarise, verdict_lines, write_report
     from simulator.runner import SimulationError, run_simulation
+    from simulator.scenario import ScenarioError
 
     run_id = run_id or uuid.uuid4().hex[:12]
     if metrics_port:
@@ -102,6 +104,9 @@ def run_and_report(
                 )
         else:
             result = run_simulation(scenario, settings, shard=shard, run_id=run_id)
+    except ScenarioError as exc:  # e.g. the replay's recording is missing or unusable
+        typer.secho(str(exc), fg="red", err=True)
+        return EXIT_INVALID
     except (SimulationError, PopulationError) as exc:
         typer.secho(str(exc), fg="red", err=True)
         return EXIT_ERROR
@@ -112,9 +117,27 @@ def run_and_report(
         typer.echo(line)
     if result.aborted:
         typer.secho("aborted: a threshold was breached", fg="red")
+    for line in source_lines(result.stats, result.replay_stats):
+        typer.echo(line)
     typer.echo(f"report: {path}")
     typer.echo(f"summary: {path.parent / 'summary.json'}")
     return 0 if result.passed else EXIT_FAILED
+
+
+def source_lines(sim: RunStats, replay: RunStats | None) -> list[str]:
+    """Events sent and answered per source (simulated, replayed) for terminal output."""
+    if replay is None:
+        return []
+    lines = []
+    for name, stats in (("simulated", sim), ("replayed", replay)):
+        c, f = stats.counts, stats.figures()
+        p99 = f["latency.p99"]
+        lat = "–" if p99 is None else f"{p99 * 1000:.1f} ms"
+        lines.append(
+            f"{name}: {c['events_sent']} events sent, {c['recommendations']}/{c['requests']} "
+            f"requests answered, p99 latency {lat}"
+        )
+    return lines
 
 
 def report(

@@ -52,6 +52,15 @@ def render(s: Snapshot, title: str = "RecLoop simulation") -> Group:
         ),
         ("hit rate", _pct(f.get("hit_rate")), "coverage", _pct(f.get("coverage"))),
     ]
+    if (r := s.replay_counts) is not None:
+        rows.append(
+            (
+                "replayed events sent",
+                str(r["events_sent"]),
+                "replayed answered",
+                f"{r['recommendations']}/{r['requests']}",
+            )
+        )
     for row in rows:
         table.add_row(*row)
     bar = ProgressBar(total=max(s.duration, 1e-9), completed=min(s.elapsed, s.duration), width=50)

@@ -2,7 +2,9 @@
 
 `summary.json` carries the figures, the threshold verdicts, the run's metadata and the raw
 mergeable stats, so `recloop report a/summary.json b/summary.json` can combine the processes
-of one sharded run into one report.
+of one sharded run into one report. With a `replay:` section, `replay` holds the same for the
+replayed users (figures, counts and stats from a second `RunStats`), reported next to the
+simulated users'.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ class Summary:
     ended_by: dict[str, int]
     verdicts: list[dict[str, Any]]
     stats: dict[str, Any] = field(repr=False)
+    replay: dict[str, Any] | None = field(default=None, repr=False)
+    """The replayed users' `figures`, `counts` and `stats` (None without a replay)."""
 
     def to_json(self) -> str:
         def clean(v: Any) -> Any:
@@ -81,7 +85,17 @@ class Summary:
             return math.inf if v == "inf" else v
 
         data["figures"] = {k: unclean(v) for k, v in data["figures"].items()}
+        if data.get("replay"):
+            figures = data["replay"]["figures"]
+            data["replay"]["figures"] = {k: unclean(v) for k, v in figures.items()}
         return cls(**data)
+
+
+def replay_section(stats: RunStats | None) -> dict[str, Any] | None:
+    """The summary's `replay` part from the replayed users' stats."""
+    if stats is None:
+        return None
+    return {"figures": stats.figures(), "counts": dict(stats.counts), "stats": stats.to_dict()}
 
 
 def summarise(result: RunResult, broker: str) -> Summary:
@@ -105,6 +119,7 @@ def summarise(result: RunResult, broker: str) -> Summary:
         ended_by=dict(result.stats.ended_by),
         verdicts=[asdict(v) for v in result.verdicts],
         stats=result.stats.to_dict(),
+        replay=replay_section(result.replay_stats),
     )
 
 
@@ -119,6 +134,11 @@ def merge_summaries(parts: list[Summary]) -> Summary:
     thresholds = [parse_threshold(t) for t in first.scenario.get("thresholds", [])]
     verdicts = evaluate(thresholds, stats.figures(), final=True)
     aborted = any(p.aborted for p in parts)
+    replay: RunStats | None = None
+    for p in parts:
+        if p.replay is not None:
+            part = RunStats.from_dict(p.replay["stats"])
+            replay = part if replay is None else replay.merge(part)
     return Summary(
         run_id=first.run_id,
         scenario_name=first.scenario_name,
@@ -138,6 +158,7 @@ def merge_summaries(parts: list[Summary]) -> Summary:
         ended_by=dict(stats.ended_by),
         verdicts=[asdict(v) for v in verdicts],
         stats=stats.to_dict(),
+        replay=replay_section(replay),
     )
 
 
@@ -236,8 +257,9 @@ def _fmt(v: float) -> str:
     return f"{v:.3g}"
 
 
-def plots(stats: RunStats) -> list[str]:
-    """The report's charts from the per-second timeline and the latency histogram."""
+def plots(stats: RunStats, replay: RunStats | None = None) -> list[str]:
+    """The report's charts from the per-second timeline and the latency histograms (simulated
+    users, and replayed users when there are any)."""
     xs = [float(i) for i in range(len(stats.timeline))]
     p50, p99, target, sent, ctr, aband, late = [], [], [], [], [], [], []
     for sec in stats.timeline:
@@ -272,7 +294,10 @@ def plots(stats: RunStats) -> list[str]:
         ),
     ]
     cdf_series = []
-    for name, h in (("intended", stats.latency), ("actual", stats.actual_latency)):
+    sources = [("intended", stats.latency), ("actual", stats.actual_latency)]
+    if replay is not None:
+        sources += [("replay intended", replay.latency), ("replay actual", replay.actual_latency)]
+    for name, h in sources:
         if h.get_total_count():
             qs = [q / 2 for q in range(0, 199)] + [99.5, 99.9, 99.99, 100.0]
             vals = h.get_percentile_to_value_dict(qs)
@@ -322,9 +347,48 @@ KEY_FIGURES = (
 )
 
 
+REPLAY_FIGURES = (
+    ("p50 latency (intended)", "latency.p50", "ms"),
+    ("p99 latency (intended)", "latency.p99", "ms"),
+    ("p99 latency (actual send)", "actual_latency.p99", "ms"),
+    ("p99 schedule lag", "schedule_lag.p99", "ms"),
+    ("achieved event rate (/s)", "achieved_rate", ""),
+    ("late send rate", "late_send_rate", "%"),
+    ("catalogue coverage", "coverage", "%"),
+)
+REPLAY_COUNTS = (
+    "events_sent",
+    "late_sends",
+    "send_errors",
+    "requests",
+    "recommendations",
+    "unmatched_recommendations",
+    "impressions",
+)
+
+
+def _replay_html(replay: dict[str, Any] | None) -> str:
+    if replay is None:
+        return ""
+    figures = "".join(
+        f"<tr><td>{html.escape(label)}</td><td>{_fig(replay['figures'].get(key), kind)}</td></tr>"
+        for label, key, kind in REPLAY_FIGURES
+    )
+    counts = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{replay['counts'].get(k, 0)}</td></tr>"
+        for k in REPLAY_COUNTS
+    )
+    return (
+        "<h2>Replayed users</h2><p>Recorded users replayed at their intended times; they do "
+        "not react, so there are no CTR or session figures.</p>"
+        f"<table>{figures}</table><table><tr><td colspan=2><b>Counts</b></td></tr>{counts}</table>"
+    )
+
+
 def render_html(summary: Summary) -> str:
     """The self-contained HTML report."""
     stats = RunStats.from_dict(summary.stats)
+    replay = RunStats.from_dict(summary.replay["stats"]) if summary.replay else None
     status = "PASSED" if summary.passed else ("ABORTED" if summary.aborted else "FAILED")
     colour = "#16a34a" if summary.passed else "#dc2626"
     rows = "".join(
@@ -359,7 +423,7 @@ def render_html(summary: Summary) -> str:
     ended = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in summary.ended_by.items()
     )
-    charts = "".join(f"<div class='chart'>{c}</div>" for c in plots(stats))
+    charts = "".join(f"<div class='chart'>{c}</div>" for c in plots(stats, replay))
     scenario = html.escape(json.dumps(summary.scenario, indent=1))
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>RecLoop run {html.escape(summary.run_id)}</title>
@@ -375,6 +439,7 @@ pre {{ background: #f6f6f6; padding: 8px; font-size: 12px; }}
 <span style="color:{colour}">{status}</span></h1>
 <h2>Key figures</h2><table>{rows}</table>
 <table><tr><td colspan=3><b>Thresholds</b></td></tr>{verdicts or "<tr><td>none</td></tr>"}</table>
+{_replay_html(summary.replay)}
 <h2>Over time</h2>{charts}
 <h2>Run</h2><table>{meta_rows}</table>
 <table><tr><td colspan=2><b>Counts</b></td></tr>{counts}</table>

@@ -7,6 +7,11 @@ consumer reads the recommendations topic, matches each one to its triggering eve
 `event_id`, records latency from the intended and the actual send time, and hands the slates
 to the behaviour model in batches. The simulator talks to the recommender only through Kafka
 and `streams.contract`.
+
+A scenario's `replay:` section adds recorded users: their events enter the same heap at their
+intended times (a feeder task keeps it filled a little ahead), leave through the same sender,
+and their answers are matched and timed the same way, into a second `RunStats` and metrics
+labelled `source="replay"`. Replayed users do not react; they follow the recording.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import msgspec
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -35,6 +41,7 @@ from simulator.behaviour import (
 )
 from simulator.pacing import SPIN_SECONDS, Pacer
 from simulator.population import Population, Shard, build_population
+from simulator.replay.scenario import ScenarioReplay, load_scenario_replay
 from simulator.scenario import Scenario
 from simulator.sender import BatchSender
 from simulator.stats import RunStats
@@ -56,7 +63,10 @@ HIT_K = 10
 DRAIN_SECONDS = 3.0
 """After the last stage, how long to wait for outstanding recommendations."""
 
-ARRIVAL, SEND, DEADLINE = 0, 1, 2
+REPLAY_LOOKAHEAD = 0.5
+"""Seconds ahead of their intended time that replayed events are moved into the heap."""
+
+ARRIVAL, SEND, DEADLINE, REPLAY = 0, 1, 2, 3
 
 
 class SimulationError(RuntimeError):
@@ -80,6 +90,7 @@ class Pending:
     """A triggering event sent and not yet answered."""
 
     row: int
+    """The simulated user's row, or -1 for a replayed event."""
     intended: float
     sent: float
     awaited: bool
@@ -97,6 +108,8 @@ class Snapshot:
     figures: dict[str, float | None]
     verdicts: list[Verdict]
     counts: dict[str, int]
+    replay_counts: dict[str, int] | None = None
+    """Counters of the replayed users, when the scenario replays a recording."""
 
 
 @dataclass(slots=True)
@@ -113,6 +126,8 @@ class RunResult:
     finished: float
     versions: dict[str, str] = field(default_factory=dict)
     recommender: dict[str, str] = field(default_factory=dict)
+    replay_stats: RunStats | None = None
+    """What the replayed users' events measured (None without a `replay:` section)."""
 
     @property
     def passed(self) -> bool:
@@ -131,6 +146,7 @@ class Simulation:
         run_id: str | None = None,
         on_tick: Callable[[Snapshot], None] | None = None,
         population: tuple[Population, object] | None = None,
+        replay: ScenarioReplay | None = None,
     ) -> None:
         self.scenario = scenario
         self.settings = settings
@@ -175,6 +191,21 @@ class Simulation:
             t: m.EVENTS_SENT.labels(event_type=t.value, **self._labels) for t in EventType
         }
         self.aborted = False
+        self.replay = replay
+        if self.replay is None and scenario.replay is not None:
+            self.replay = load_scenario_replay(scenario.replay, shard, self.run_id)
+        self.replay_stats: RunStats | None = None
+        if self.replay is not None:
+            self.replay_stats = RunStats(
+                n_items=len(pop.item_ids), exposure=np.zeros(len(pop.item_ids), np.int64)
+            )
+            self.replay_pacer = Pacer(scenario.late_threshold)
+            self.replay_stats.schedule_lag = self.replay_pacer.lag
+            self._replay_labels = {"run_id": self.run_id, "source": "replay"}
+            self._replay_sent_by_type = {
+                t: m.EVENTS_SENT.labels(event_type=t.value, **self._replay_labels)
+                for t in EventType
+            }
 
     # -- scheduling -------------------------------------------------------------------------
 
@@ -284,6 +315,50 @@ class Simulation:
                 patience = float(self.pop.patience[user.row])
                 self.push(intended + patience, DEADLINE, user.row, event_id)
 
+    def send_replayed(self, intended: float, recorded: UserEvent) -> None:
+        """Send one replayed event now, for its intended time; triggers are matched and timed.
+
+        The event keeps its user, type, item, session and order; it gets a run-unique event id,
+        the runner's increasing `seq` (so the recommender's per-user ordering holds, also
+        against a simulated user with the same id) and the actual produce time.
+        """
+        stats = self.replay_stats
+        assert stats is not None
+        stats.count("events_intended", self.at(intended))
+        self.seq += 1
+        event_id = f"{self.run_id}~{recorded.event_id}"
+        event = msgspec.structs.replace(
+            recorded, event_id=event_id, seq=self.seq, produce_time=time.time()
+        )
+        lag = self.replay_pacer.record(intended)
+        self.m_replay_lag.observe(lag)
+        now = time.monotonic()
+        if lag > self.scenario.late_threshold:
+            stats.count("late_sends", self.at(now))
+            self.m_replay_late.inc()
+        self.sender.send(event.user_id.encode(), encode(event))
+        stats.count("events_sent", self.at(now))
+        self._replay_sent_by_type[event.event_type].inc()
+        if event.event_type in TRIGGERS:
+            stats.count("requests", self.at(now))
+            self.pending[event_id] = Pending(-1, intended, now, False)
+
+    async def feed_replay(self, end: float) -> None:
+        """Move replayed events into the heap `REPLAY_LOOKAHEAD` s before their intended time."""
+        assert self.replay is not None
+        start = self.t0 + self.replay.start
+        fed = 0
+        async for intended, event in self.replay.source.events(start, self.wall(start)):
+            if intended >= end:
+                return
+            ahead = intended - REPLAY_LOOKAHEAD - time.monotonic()
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+            self.push(intended, REPLAY, -1, event)
+            fed += 1
+            if fed % 256 == 0:
+                await asyncio.sleep(0)
+
     def _on_send_error(self, n: int) -> None:
         self.stats.count("send_errors", self.at(time.monotonic()), n)
 
@@ -322,8 +397,14 @@ class Simulation:
             if p is None:
                 if rec.user_id in self.by_id:
                     self.stats.count("unmatched_recommendations", self.at(now))
+                elif self.replay is not None and rec.user_id in self.replay.users:
+                    assert self.replay_stats is not None
+                    self.replay_stats.count("unmatched_recommendations", self.at(now))
                 continue
             self.recommender = {"strategy": rec.strategy, "model_version": rec.model_version}
+            if p.row < 0:
+                self.replayed_answer(rec, p, now)
+                continue
             self.stats.count("recommendations", self.at(now))
             self.m_recs.inc()
             self.stats.record_latency(self.at(now), now - p.intended, now - p.sent)
@@ -338,6 +419,21 @@ class Simulation:
             batch.append((user, rec))
         if batch:
             self.react(batch, now)
+
+    def replayed_answer(self, rec: Recommendation, p: Pending, now: float) -> None:
+        """Time an answer to a replayed event (the same figures as for simulated users)."""
+        stats = self.replay_stats
+        assert stats is not None
+        t = self.at(now)
+        stats.count("recommendations", t)
+        self.m_replay_recs.inc()
+        stats.record_latency(t, now - p.intended, now - p.sent)
+        self.m_replay_lat_intended.observe(now - p.intended)
+        self.m_replay_lat_actual.observe(now - p.sent)
+        stats.count("impressions", t, len(rec.items))
+        get = self.item_index.get
+        known = np.fromiter((get(s.item_id, -1) for s in rec.items), np.int64, len(rec.items))
+        stats.expose(known)
 
     def react(self, batch: list[tuple[SimUser, Recommendation]], now: float) -> None:
         width = max(1, max(len(r.items) for _, r in batch))
@@ -476,6 +572,9 @@ class Simulation:
                 elif kind == DEADLINE:
                     assert isinstance(arg, str)
                     self.deadline(t, self.users[row], arg)
+                elif kind == REPLAY:
+                    assert isinstance(arg, UserEvent)
+                    self.send_replayed(t, arg)
                 handled += 1
                 if handled % 256 == 0:
                     await asyncio.sleep(0)  # let the consumer run while catching up
@@ -539,6 +638,7 @@ class Simulation:
             figures=figures,
             verdicts=evaluate(self.thresholds, self.live_figures(figures), final=False),
             counts=dict(self.stats.counts),
+            replay_counts=None if self.replay_stats is None else dict(self.replay_stats.counts),
         )
 
     def live_figures(self, figures: dict[str, float | None]) -> dict[str, float | None]:
@@ -566,6 +666,13 @@ class Simulation:
         self.m_depth = m.SESSION_DEPTH.labels(**lab)
         self.m_target = m.TARGET_RATE.labels(**lab)
         self.m_active = m.ACTIVE_SESSIONS.labels(**lab)
+        if self.replay is not None:
+            rl = self._replay_labels
+            self.m_replay_lag = m.SCHEDULE_LAG.labels(**rl)
+            self.m_replay_late = m.LATE_SENDS.labels(**rl)
+            self.m_replay_recs = m.RECOMMENDATIONS.labels(**rl)
+            self.m_replay_lat_intended = m.RECOMMENDATION_LATENCY.labels(basis="intended", **rl)
+            self.m_replay_lat_actual = m.RECOMMENDATION_LATENCY.labels(basis="actual", **rl)
 
     async def _start_clients(self) -> None:
         kw = self.settings.kafka_kwargs()
@@ -622,6 +729,9 @@ class Simulation:
         end = self.t0 + self.scenario.duration
         consumer = asyncio.create_task(self.consume())
         ticker = asyncio.create_task(self.ticker(end))
+        tasks = [consumer, ticker]
+        if self.replay is not None:
+            tasks.append(asyncio.create_task(self.feed_replay(end)))
         try:
             await self.scheduler(end)
             # Drain: no new arrivals; keep serving deadlines and reactions until every recent
@@ -629,7 +739,7 @@ class Simulation:
             drain = min(DRAIN_SECONDS, self.scenario.recommendation_timeout)
             await self.scheduler(time.monotonic() + drain, until_idle=True)
         finally:
-            for task in (consumer, ticker):
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -641,8 +751,11 @@ class Simulation:
         now = time.monotonic()
         # Requests younger than the recommendation timeout may still be answered: they are in
         # flight, not failures. Older unanswered ones count as infinitely slow in percentiles.
-        in_flight = self.in_flight(now)
-        self.stats.counts["requests"] -= in_flight
+        self.in_flight(now)
+        replayed = sum(1 for p in self.pending.values() if p.row < 0)
+        self.stats.counts["requests"] -= len(self.pending) - replayed
+        if self.replay_stats is not None:
+            self.replay_stats.counts["requests"] -= replayed
         for user in self.users:
             if user.active:
                 self.end_session(user, now, EndReason.END_OF_RUN)
@@ -662,6 +775,7 @@ class Simulation:
             finished=time.time(),
             versions={"population": self.pop.version, "behaviour": self.behaviour.version},
             recommender=self.recommender,
+            replay_stats=self.replay_stats,
         )
 
 

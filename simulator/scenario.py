@@ -3,7 +3,8 @@
 Validated by pydantic with `extra="forbid"` everywhere, so a typo is an error; `load_scenario`
 turns validation errors into one `ScenarioError` that names each bad key and what it allows.
 Durations are seconds or strings such as `500ms`, `30s`, `2m`, `1h`. Stage `rate` is new
-sessions per second (Poisson arrivals); events per second follow from what users do.
+sessions per second (Poisson arrivals); events per second follow from what users do. An
+optional `replay:` section adds recorded users, replayed next to the simulated ones.
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from simulator.thresholds import Threshold, ThresholdError, parse_threshold
 
@@ -171,6 +179,90 @@ class TopicSpec(_Strict):
     recommendations: str | None = None
 
 
+SOURCE_KINDS = ("movielens", "taobao", "retailrocket", "csv", "jsonl", "parquet")
+"""External event log kinds a replay `path` may name as `kind:path` (as `recloop replay`)."""
+REPLAY_EVENT_TYPES = Literal[
+    "session_start", "view", "click", "cart", "purchase", "request", "leave"
+]
+
+
+def parse_speed(value: Any) -> float:
+    """A replay speed factor from a number or a string like `10x` (finite and > 0)."""
+    if isinstance(value, str) and value.strip().lower() in ("max", "afap", "inf"):
+        raise ValueError(
+            f"{value!r}: a scenario replay runs on the schedule; use a finite factor like 10x"
+        )
+    if isinstance(value, str):
+        try:
+            value = float(value.strip().lower().removesuffix("x"))
+        except ValueError:
+            raise ValueError(f"{value!r} is not a speed; use a factor like 1, 0.5 or 10x") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{value!r} is not a speed; use a factor like 1, 0.5 or 10x")
+    if not math.isfinite(value):
+        raise ValueError("a scenario replay needs a finite speed (as fast as possible is CLI-only)")
+    return float(value)
+
+
+class ReplaySpec(_Strict):
+    """Recorded users replayed next to the simulated ones, through the same schedule and sender.
+
+    They follow the recording (no reactions); their answers are matched and timed like the
+    simulated users'. Relative paths are relative to the scenario file.
+    """
+
+    path: str = Field(min_length=1)
+    """A recording file, or an event log `kind:path` (kinds as in `recloop replay`)."""
+    speed: Annotated[float, BeforeValidator(parse_speed), Field(gt=0, le=1_000_000)] = 1.0
+    max_gap: PositiveDuration | None = None
+    """Cap idle gaps of the recording at this many original seconds (before `speed`)."""
+    start: Duration = 0.0
+    """When the replay starts, in seconds into the run."""
+    users: list[str] | None = None
+    """Only these recorded users."""
+    sample: float = Field(1.0, gt=0, le=1)
+    """A deterministic fraction of the recorded users (by a hash of the id and `sample_seed`)."""
+    sample_seed: int = 0
+    event_types: list[REPLAY_EVENT_TYPES] | None = None
+    clones: int = Field(0, ge=0, le=10_000)
+    """Extra copies of every recorded user under new ids (`<user>~c<n>`)."""
+    clone_shift: Duration = 60.0
+    """Original seconds between the copies' start times."""
+    loops: int = Field(1, ge=0)
+    """Times to replay the recording; 0 repeats it until the run ends."""
+    limit: int | None = Field(None, ge=1)
+    """Read only the first rows of an external event log."""
+    user_prefix: str = ""
+    """Prepended to replayed user ids, to keep them apart from simulated users with equal ids."""
+
+    @field_validator("path")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        kind, sep, rest = value.partition(":")
+        if sep and re.fullmatch(r"[a-z_]+", kind) and kind not in SOURCE_KINDS:
+            raise ValueError(
+                f"unknown source kind {kind!r}; allowed values: {', '.join(SOURCE_KINDS)} "
+                "(as kind:path), or the path of a recording file"
+            )
+        if sep and kind in SOURCE_KINDS and not rest:
+            raise ValueError(f"{value!r} names no file; use {kind}:PATH")
+        return value
+
+    def relative_to(self, base: Path) -> ReplaySpec:
+        """This spec with a relative file path taken relative to `base` (the scenario's dir)."""
+        kind, sep, rest = self.path.partition(":")
+        if sep and kind in SOURCE_KINDS:
+            resolved = f"{kind}:{_under(base, rest)}"
+        else:
+            resolved = str(_under(base, self.path))
+        return self.model_copy(update={"path": resolved})
+
+
+def _under(base: Path, path: str) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else base / p
+
+
 class Scenario(_Strict):
     """A whole load test."""
 
@@ -186,6 +278,8 @@ class Scenario(_Strict):
     abort_on_breach: bool = False
     late_threshold: PositiveDuration = 0.005
     """A send later than this after its intended time is counted as late."""
+    replay: ReplaySpec | None = None
+    """Recorded users replayed alongside the simulated ones (see `ReplaySpec`)."""
 
     @property
     def duration(self) -> float:
@@ -277,7 +371,11 @@ def load_scenario(path: str | Path) -> Scenario:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:
         raise ScenarioError(f"{p}: not valid YAML: {exc}") from None
-    return scenario_from_dict(data, str(p))
+    scenario = scenario_from_dict(data, str(p))
+    if scenario.replay is not None:
+        replay = scenario.replay.relative_to(p.resolve().parent)
+        scenario = scenario.model_copy(update={"replay": replay})
+    return scenario
 
 
 def quick_scenario(rate: float, duration: float, **overrides: Any) -> Scenario:
