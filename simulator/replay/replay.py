@@ -38,6 +38,7 @@ from simulator import metrics
 from simulator.pacing import Pacer
 from simulator.replay.amplify import Selection, clone, in_replay_order, schedule_offsets, select
 from simulator.replay.sources import Row
+from simulator.stats import RunStats
 from streams.config import Settings
 from streams.contract import (
     ContractError,
@@ -209,30 +210,33 @@ class ReplaySource:
 
 @dataclass(slots=True)
 class TrackerSummary:
-    """Recommendations matched to replayed triggering events."""
+    """Recommendations matched to replayed triggering events (latency p50/p99/max in ms)."""
 
     expected: int
     answered: int
     latency_intended_ms: dict[str, float]
     latency_actual_ms: dict[str, float]
+    stats: RunStats | None = None
+    """The full figures, as a simulation's (`simulator.stats`)."""
 
 
-def _percentiles(h: HdrHistogram) -> dict[str, float]:
-    if not h.get_total_count():
-        return {}
-    return {
-        "p50": h.get_value_at_percentile(50) / 1000,
-        "p99": h.get_value_at_percentile(99) / 1000,
-        "max": h.get_max_value() / 1000,
-    }
+def _percentiles(figures: dict[str, float | None], name: str) -> dict[str, float]:
+    """p50/p99/max of `name` in ms from `RunStats.figures()` (inf: too many unanswered)."""
+    out = {}
+    for key in ("p50", "p99", "max"):
+        value = figures[f"{name}.{key}"]
+        if value is not None:
+            out[key] = value * 1000
+    return out
 
 
 class RecommendationTracker:
     """Consumes the recommendations topic and matches answers to replayed events by event id.
 
-    Latency is measured from the intended send time (free of coordinated omission) and from
-    the actual send time, as in a simulation, in HdrHistograms and the shared Prometheus
-    histogram (`source="replay"`).
+    The figures are the simulator's own (`simulator.stats.RunStats`): latency from the intended
+    send time (free of coordinated omission) and from the actual send time in HdrHistograms,
+    requests and answers counted per second, plus the shared Prometheus histogram
+    (`source="replay"`). Unanswered requests count as infinitely slow, as in a simulation.
     """
 
     def __init__(self, settings: Settings, run_id: str) -> None:
@@ -240,10 +244,8 @@ class RecommendationTracker:
         self.run_id = run_id
         self.triggers = frozenset(EventType(t) for t in settings.worker.trigger_on)
         self.pending: dict[str, tuple[float, float]] = {}
-        self.expected = 0
-        self.answered = 0
-        self.intended = HdrHistogram(1, 3_600_000_000, 3)
-        self.actual = HdrHistogram(1, 3_600_000_000, 3)
+        self.stats = RunStats()
+        self._wall0 = time.time()
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
@@ -267,12 +269,22 @@ class RecommendationTracker:
         for tp in tps:  # resolve the end offsets now, before the first replayed send
             await consumer.position(tp)
         self._consumer = consumer
+        self._wall0 = time.time()
         self._task = asyncio.create_task(self._run())
+
+    @property
+    def expected(self) -> int:
+        """Triggering events sent (each should be answered)."""
+        return self.stats.counts["requests"]
+
+    @property
+    def answered(self) -> int:
+        return self.stats.counts["recommendations"]
 
     def expect(self, event: UserEvent, intended_wall: float, actual_wall: float) -> None:
         if event.event_type in self.triggers:
             self.pending[event.event_id] = (intended_wall, actual_wall)
-            self.expected += 1
+            self.stats.count("requests", actual_wall - self._wall0)
 
     async def _run(self) -> None:
         assert self._consumer is not None
@@ -291,18 +303,24 @@ class RecommendationTracker:
                         rec = decode_recommendation(record.value)
                     except ContractError:
                         continue
-                    sent = self.pending.pop(rec.event_id, None)
-                    if sent is None:
-                        continue
-                    self.answered += 1
-                    self._count.inc()
-                    for hist, basis, t0 in (
-                        (self.intended, "intended", sent[0]),
-                        (self.actual, "actual", sent[1]),
-                    ):
-                        hist.record_value(max(1, int((now - t0) * 1e6)))
-                        by_basis[basis].observe(max(0.0, now - t0))
+                    latency = self.match(rec.event_id, now)
+                    if latency is not None:
+                        by_basis["intended"].observe(latency[0])
+                        by_basis["actual"].observe(latency[1])
             self._changed.set()
+
+    def match(self, event_id: str, now: float) -> tuple[float, float] | None:
+        """Record the answer to `event_id` arriving at wall time `now`; returns its latency
+        (seconds from the intended and from the actual send time), None if not ours."""
+        sent = self.pending.pop(event_id, None)
+        if sent is None:
+            return None
+        t = now - self._wall0
+        intended, actual = max(0.0, now - sent[0]), max(0.0, now - sent[1])
+        self.stats.count("recommendations", t)
+        self.stats.record_latency(t, intended, actual)
+        self._count.inc()
+        return intended, actual
 
     async def wait(self, timeout: float) -> bool:
         """Wait until every expected answer arrived; False on timeout."""
@@ -322,11 +340,13 @@ class RecommendationTracker:
             await self._consumer.stop()
 
     def summary(self) -> TrackerSummary:
+        figures = self.stats.figures()
         return TrackerSummary(
             expected=self.expected,
             answered=self.answered,
-            latency_intended_ms=_percentiles(self.intended),
-            latency_actual_ms=_percentiles(self.actual),
+            latency_intended_ms=_percentiles(figures, "latency"),
+            latency_actual_ms=_percentiles(figures, "actual_latency"),
+            stats=self.stats,
         )
 
 

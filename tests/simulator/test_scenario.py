@@ -102,7 +102,28 @@ def test_durations() -> None:
         parse_duration("soon")
 
 
-@pytest.mark.parametrize("name", ["example.yaml", "slow-recommender.yaml"])
+def test_replay_section_is_validated() -> None:
+    stages = [{"kind": "constant", "rate": 1, "duration": 1}]
+    sc = scenario_from_dict(
+        {"stages": stages, "replay": {"path": "r.rec.zst", "speed": "10x", "max_gap": "5s"}}
+    )
+    assert sc.replay is not None and sc.replay.speed == 10 and sc.replay.max_gap == 5
+    cases = [
+        ({"path": "x", "sped": 2}, "replay.sped: unknown key; allowed keys: path, speed"),
+        ({"path": "kaggle:x.csv"}, "replay.path.*allowed values: movielens, taobao"),
+        ({"path": "x", "speed": "max"}, "replay.speed.*finite"),
+        ({"path": "x", "sample": 0}, "replay.sample"),
+        ({"path": "x", "event_types": ["clik"]}, "replay.event_types.0.*'click'"),
+        ({"speed": 1}, "replay.path"),
+    ]
+    for replay, message in cases:
+        with pytest.raises(ScenarioError, match=message):
+            scenario_from_dict({"stages": stages, "replay": replay})
+
+
+@pytest.mark.parametrize(
+    "name", ["example.yaml", "slow-recommender.yaml", "replay-and-simulate.yaml"]
+)
 def test_shipped_scenarios_load(name: str) -> None:
     sc = load_scenario(Path(__file__).parents[2] / "simulator" / "scenarios" / name)
     assert sc.duration > 0 and sc.parsed_thresholds()
