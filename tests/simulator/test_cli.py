@@ -59,3 +59,15 @@ def test_demo_runs_the_whole_loop_and_writes_the_report(
     assert summary["broker"].startswith("tansu")
     assert summary["figures"]["abandonment"] < 0.5 and summary["figures"]["ctr"] > 0
     assert "<svg" in (out / "report.html").read_text()
+
+
+def test_missing_replay_recording_exits_2_naming_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "replay.yaml"
+    path.write_text(
+        "stages: [{kind: constant, rate: 1, duration: 1s}]\n"
+        "population: {size: 10, world: {users: 20, items: 30}}\n"
+        "replay: {path: missing.rec.zst}\n"
+    )
+    proc = recloop("simulate", str(path), "--no-live", "--metrics-port", "0")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "replay.path: cannot load" in proc.stderr and "missing.rec.zst" in proc.stderr
