@@ -354,6 +354,7 @@ REPLAY_FIGURES = (
     ("p99 schedule lag", "schedule_lag.p99", "ms"),
     ("achieved event rate (/s)", "achieved_rate", ""),
     ("late send rate", "late_send_rate", "%"),
+    ("timeout rate", "timeout_rate", "%"),
     ("catalogue coverage", "coverage", "%"),
 )
 REPLAY_COUNTS = (
@@ -363,6 +364,7 @@ REPLAY_COUNTS = (
     "requests",
     "recommendations",
     "unmatched_recommendations",
+    "timeouts",
     "impressions",
 )
 

@@ -346,6 +346,8 @@ class Simulation:
     async def feed_replay(self, end: float) -> None:
         """Move replayed events into the heap `REPLAY_LOOKAHEAD` s before their intended time."""
         assert self.replay is not None
+        if not self.replay.plan.rows:  # this shard has no replayed users
+            return
         start = self.t0 + self.replay.start
         fed = 0
         async for intended, event in self.replay.source.events(start, self.wall(start)):
@@ -546,7 +548,9 @@ class Simulation:
             first = next(iter(pending))
             if now - pending[first].intended < timeout:
                 break
-            del pending[first]
+            if pending.pop(first).row < 0 and self.replay_stats is not None:
+                # Replayed users have no patience: a given-up request is their timeout.
+                self.replay_stats.count("timeouts", self.at(now))
         return len(pending)
 
     async def scheduler(self, end: float, until_idle: bool = False) -> None:

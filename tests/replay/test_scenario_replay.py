@@ -79,3 +79,35 @@ def test_measure_tracker_uses_the_simulators_stats() -> None:
     assert summary.latency_actual_ms["p50"] == pytest.approx(100, rel=0.01)
     tracker.match("e2", now)
     assert tracker.summary().latency_intended_ms["p99"] == pytest.approx(200, rel=0.01)
+
+
+def test_summaries_carry_and_merge_the_replay_section(tmp_path: Path) -> None:
+    from simulator.report import Summary, merge_summaries, summarise, write_report
+    from simulator.runner import RunResult
+    from simulator.scenario import quick_scenario
+
+    parts = []
+    for i in range(2):
+        replay = RunStats()
+        replay.count("requests", 0.5, 2)
+        replay.count("recommendations", 0.6)
+        replay.record_latency(0.6, 0.02 * (i + 1), 0.01)
+        result = RunResult(
+            run_id="r",
+            scenario=quick_scenario(1, 1),
+            shard=Shard(i, 2),
+            stats=RunStats(),
+            verdicts=[],
+            aborted=False,
+            started=0.0,
+            finished=1.0,
+            replay_stats=replay,
+        )
+        write_report(summarise(result, "test"), tmp_path / f"s{i}")
+        parts.append(Summary.from_json((tmp_path / f"s{i}" / "summary.json").read_text()))
+    assert parts[0].replay is not None and math.isinf(parts[0].replay["figures"]["latency.p99"])
+    merged = merge_summaries(parts)
+    assert merged.replay is not None
+    assert merged.replay["counts"]["requests"] == 4
+    assert RunStats.from_dict(merged.replay["stats"]).latency.get_total_count() == 2
+    assert "Replayed users" in (write_report(merged, tmp_path / "m")).read_text()
