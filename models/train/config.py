@@ -14,9 +14,9 @@ class RecommenderConfig:
     heads: int = 2
     blocks: int = 2
     dropout: float = 0.2
-    epochs: int = 20
-    batch_size: int = 128
-    learning_rate: float = 2e-3
+    epochs: int = 25
+    batch_size: int = 64
+    learning_rate: float = 3e-3
     max_k: int = 100
     init_from_cooccurrence: bool = True
     """Start item embeddings from an SVD of item co-occurrence (see `ppmi_embeddings`)."""

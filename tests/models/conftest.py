@@ -27,7 +27,9 @@ class Trained:
 
 @pytest.fixture(scope="session")
 def movielens_models(tmp_path_factory: pytest.TempPathFactory, movielens_dir: Path) -> Trained:
-    """All models trained on MovieLens with a test-sized config (real quality, fewer epochs)."""
+    """All models trained on MovieLens: the full recommender config (the quality claim is about
+    it), behaviour models with fewer examples and epochs (their quality is asserted on the
+    synthetic world)."""
     pytest.importorskip("tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from models.data.loaders import load
@@ -35,9 +37,8 @@ def movielens_models(tmp_path_factory: pytest.TempPathFactory, movielens_dir: Pa
     from models.train.pipeline import prepare, train_all
 
     config = TrainConfig.preset_named("full")
-    config.recommender.epochs = 12
     config.behaviour.epochs = 2
-    config.behaviour.max_examples = 20_000
+    config.behaviour.max_examples = 15_000
     keep: dict = {}
     out = tmp_path_factory.mktemp("ml") / "models"
     log = load(f"movielens:{movielens_dir}")
