@@ -129,7 +129,12 @@ async def produce_at_rate(
 
 
 async def latencies(
-    bootstrap: str, topic: str, stop: asyncio.Event, out: list[float], ready: asyncio.Event
+    bootstrap: str,
+    topic: str,
+    stop: asyncio.Event,
+    out: list[float],
+    ready: asyncio.Event,
+    timeline: list[tuple[float, float]] | None = None,
 ) -> None:
     """Record received - produced for every recommendation until `stop`."""
     consumer = AIOKafkaConsumer(
@@ -150,6 +155,8 @@ async def latencies(
                     rec = decode_recommendation(r.value)
                     if rec.times.produced:
                         out.append(now - rec.times.produced)
+                        if timeline is not None:
+                            timeline.append((now, now - rec.times.produced))
     finally:
         await consumer.stop()
 
@@ -308,10 +315,23 @@ def summary(values: list[float]) -> str:
 
 
 async def measure(kind: str, args: argparse.Namespace, items: list[str]) -> dict[str, object]:
+
+    results: dict[str, object] = {"kind": kind, "events_per_s": float("nan")}
+    if not args.no_throughput:
+        await _throughput(kind, args, items, results)
+    if args.no_latency:
+        results["latency"], results["answered"] = [], "-"
+        return results
+    await _latency(kind, args, items, results)
+    return results
+
+
+async def _throughput(
+    kind: str, args: argparse.Namespace, items: list[str], results: dict[str, object]
+) -> None:
+    """1) Sustained throughput on a backlog."""
     from recloop.brokers import free_port
 
-    results: dict[str, object] = {"kind": kind}
-    # 1) Sustained throughput on a backlog.
     topics = fresh_topics(f"{kind}-tp", args.partitions)
     settings = Settings(bootstrap=args.bootstrap, topics=topics)
     await ensure_topics(settings)
@@ -344,17 +364,21 @@ async def measure(kind: str, args: argparse.Namespace, items: list[str]) -> dict
         finally:
             worker.stop()
 
-    if args.no_latency:
-        results["latency"], results["answered"] = [], "-"
-        return results
-    # 2) Latency at a fixed open-loop rate.
+
+async def _latency(
+    kind: str, args: argparse.Namespace, items: list[str], results: dict[str, object]
+) -> None:
+    """2) Latency at a fixed open-loop rate."""
+    from recloop.brokers import free_port
+
     topics = fresh_topics(f"{kind}-lat", args.partitions)
     settings = Settings(bootstrap=args.bootstrap, topics=topics)
     await ensure_topics(settings)
     source = EventSource(items, args.users, seed=2)
     stop, ready, lat = asyncio.Event(), asyncio.Event(), []
+    timeline: list[tuple[float, float]] = []
     reader = asyncio.create_task(
-        latencies(args.bootstrap, topics.recommendations, stop, lat, ready)
+        latencies(args.bootstrap, topics.recommendations, stop, lat, ready, timeline)
     )
     await asyncio.wait_for(ready.wait(), 60)
     worker = None
@@ -375,6 +399,13 @@ async def measure(kind: str, args: argparse.Namespace, items: list[str]) -> dict
         while len(lat) < sent and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         results["latency"] = list(lat)
+        if args.timeline and timeline:
+            t0 = timeline[0][0]
+            by_second: dict[int, list[float]] = {}
+            for t, v in timeline:
+                by_second.setdefault(int(t - t0), []).append(v)
+            for sec, vs in sorted(by_second.items()):
+                print(f"  {kind} t={sec:3d}s  n={len(vs):5d}  {summary(vs)}", flush=True)
         results["answered"] = f"{len(lat)}/{sent}"
     finally:
         stop.set()
@@ -383,7 +414,6 @@ async def measure(kind: str, args: argparse.Namespace, items: list[str]) -> dict
             await pt.stop()
         if worker:
             worker.stop()
-    return results
 
 
 def ensure_model(model_dir: Path | None) -> Path:
@@ -422,6 +452,8 @@ def main() -> None:
         help="extra worker setting, e.g. RECLOOP_WORKER__BATCH_SIZE=256 (repeatable)",
     )
     parser.add_argument("--no-latency", action="store_true", help="throughput phase only")
+    parser.add_argument("--no-throughput", action="store_true", help="latency phase only")
+    parser.add_argument("--timeline", action="store_true", help="print latency per second")
     parser.add_argument(
         "--profile", type=Path, help="run the throughput worker under pyinstrument, text report"
     )

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from typing import Any
 
 import faust
@@ -22,6 +21,7 @@ from faust.types import EventT
 from prometheus_client import start_http_server
 
 from streams import metrics
+from streams.batcher import Batcher
 from streams.config import ConfigError, Settings, load_settings
 from streams.contract import (
     ContractError,
@@ -52,7 +52,6 @@ def faust_credentials(settings: Settings) -> Any:
 def create_app(settings: Settings) -> faust.App:
     """Build the worker app from settings (one app per process)."""
     cfg = settings.worker
-    sys.setswitchinterval(cfg.switch_interval_seconds)
     store = "memory://" if cfg.store == "memory" else "rocksdb://"
     if cfg.store == "rocksdb":
         try:
@@ -138,30 +137,48 @@ def create_app(settings: Settings) -> faust.App:
         record_dead_letter(letter)
         await dead_letters.send(key=letter.key, value=encode(letter))
 
-    @app.agent(events)
-    async def recommend(stream: faust.StreamT[bytes]) -> None:
-        # State writes happen in the processor (it runs with the event as `current_event`,
-        # which the changelog and RocksDB need); the body only batches inference and sends.
-        stream.add_processor(process)
-        async for batch in stream.take(cfg.batch_size, within=cfg.batch_wait_seconds or 0.001):
-            pending: list[Pending] = []
-            for item in batch:
-                if isinstance(item, Pending):
-                    pending.append(item)
-                elif isinstance(item, Rejected):
-                    await dead_letter(item.letter)
-            if not pending:
-                continue
+    async def answer_batch(batch: list[tuple[EventT, Pending | Rejected | None]]) -> None:
+        """Score one batch and hand its recommendations and dead letters to the producer."""
+        pending: list[Pending] = []
+        for _, item in batch:
+            if isinstance(item, Pending):
+                pending.append(item)
+            elif isinstance(item, Rejected):
+                await dead_letter(item.letter)
+        if pending:
             try:
                 # In a thread: onnxruntime and numpy release the GIL, so the loop keeps
-                # serving the consumer, producer and timers while a batch is scored.
+                # consuming, folding state and sending while a batch is scored.
                 recs = await asyncio.to_thread(pipeline.answer, pending)
             except Exception as exc:  # any strategy bug: dead-letter the batch, keep going
                 log.exception("inference failed for a batch of %d", len(pending))
                 for letter in pipeline.failed(pending, exc):
                     await dead_letter(letter)
-                continue
-            await emit(recs)
+            else:
+                await emit(recs)
+
+    @app.agent(events)
+    async def recommend(stream: faust.StreamT[bytes]) -> None:
+        # Per event, in the agent (the event is `current_event`, which the changelog and
+        # RocksDB need): decode, validate and fold into the user's state. Batches are scored
+        # and sent by the batcher's own task while the agent goes on with the next events.
+        events_in = stream.noack()
+
+        async def handle(batch: list[tuple[EventT, Pending | Rejected | None]]) -> None:
+            await answer_batch(batch)
+            # Acked only once handed to the producer (Faust flushes it before committing).
+            for event, _ in batch:
+                await events_in.ack(event)
+
+        batcher: Batcher[tuple[EventT, Pending | Rejected | None]] = Batcher(
+            handle, cfg.batch_size, cfg.batch_wait_seconds or 0.001, cfg.max_queued_batches
+        )
+        batcher.start()
+        try:
+            async for event in events_in.events():
+                await batcher.add((event, await process(event.value)))
+        finally:
+            await batcher.stop()
 
     @app.timer(interval=cfg.model_poll_seconds)
     async def _reload_model() -> None:

@@ -73,6 +73,9 @@ class WorkerConfig(BaseModel):
     trigger_on: list[str] = ["session_start", "click", "request"]
     batch_size: int = Field(64, ge=1, le=4096)
     batch_wait_seconds: float = Field(0.005, ge=0.0, le=5.0)
+    max_queued_batches: int = Field(2, ge=1, le=64)
+    """Full batches waiting for inference while the agent goes on processing events (the
+    back pressure: beyond this the agent waits)."""
     store: Literal["memory", "rocksdb"] = "memory"
     data_dir: Path = Path("artifacts/worker-data")
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
@@ -92,8 +95,6 @@ class WorkerConfig(BaseModel):
     inference_threads: int = Field(1, ge=1, le=256)
     """onnxruntime intra-op threads. More than one adds pool threads that spin-wait between
     runs and compete with the event loop for the CPU; batches are small, so 1 is faster."""
-    switch_interval_seconds: float = Field(0.005, gt=0.0, le=1.0)
-    """`sys.setswitchinterval` for the worker process (Python's default 5 ms)."""
     producer_linger_seconds: float = Field(0.005, ge=0.0, le=1.0)
     """How long the producer waits to fill a batch. 0 (Faust's default) sends one produce
     request per loop turn, which under load means one syscall per handful of records."""
