@@ -132,7 +132,12 @@ def source_lines(sim: RunStats, replay: RunStats | None) -> list[str]:
     for name, stats in (("simulated", sim), ("replayed", replay)):
         c, f = stats.counts, stats.figures()
         p99 = f["latency.p99"]
-        lat = "–" if p99 is None else f"{p99 * 1000:.1f} ms"
+        if p99 is None:
+            lat = "–"
+        elif p99 == float("inf"):
+            lat = "∞ (unanswered requests)"
+        else:
+            lat = f"{p99 * 1000:.1f} ms"
         lines.append(
             f"{name}: {c['events_sent']} events sent, {c['recommendations']}/{c['requests']} "
             f"requests answered, p99 latency {lat}"
