@@ -292,6 +292,11 @@ class WorkerUnderTest:
                 total += float(value)
         return total
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the worker process so far (all its threads)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     async def ready(self, partitions: int) -> None:
         deadline = time.monotonic() + 120
         while self.metric("recloop_worker_assigned_partitions") < partitions:
@@ -341,10 +346,12 @@ async def _throughput(
         pt = Passthrough(args.bootstrap, topics)
         started = time.monotonic()
         await pt.start()
+        cpu0 = time.process_time()
         while pt.consumed < args.backlog and time.monotonic() - started < 300:
             await asyncio.sleep(0.05)
         assert pt.first is not None
         results["events_per_s"] = pt.consumed / (time.monotonic() - pt.first)
+        results["cpu_us"] = (time.process_time() - cpu0) * 1e6 / max(1, pt.consumed)
         await pt.stop()
     else:
         worker = WorkerUnderTest(
@@ -352,15 +359,18 @@ async def _throughput(
         )
         try:
             first: float | None = None
+            cpu0 = n0 = 0.0
             deadline = time.monotonic() + 300
             while (n := worker.metric("recloop_worker_events_total")) < args.backlog:
                 if n > 0 and first is None:
                     first = time.monotonic()
+                    cpu0, n0 = worker.cpu_seconds(), n
                 if worker.proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"worker stalled at {n} events; see {worker.log.name}")
                 await asyncio.sleep(0.05)
             assert first is not None
             results["events_per_s"] = args.backlog / (time.monotonic() - first)
+            results["cpu_us"] = (worker.cpu_seconds() - cpu0) * 1e6 / max(1.0, n - n0)
         finally:
             worker.stop()
 
@@ -477,11 +487,14 @@ def main() -> None:
         if broker:
             broker.stop()
     print()
-    print(f"{'':12} {'sustained':>16}   latency at {args.rate:.0f} events/s (event -> answer)")
+    print(
+        f"{'':12} {'sustained':>16} {'CPU/event':>10}   latency at {args.rate:.0f} events/s"
+        " (event -> answer)"
+    )
     for row in rows:
         print(
-            f"{row['kind']:12} {row['events_per_s']:10.0f} ev/s   {summary(row['latency'])}"
-            f"  answered {row['answered']}"
+            f"{row['kind']:12} {row['events_per_s']:10.0f} ev/s {row.get('cpu_us', float('nan')):7.0f} us"
+            f"   {summary(row['latency'])}  answered {row['answered']}"
         )
 
 

@@ -128,10 +128,17 @@ def create_app(settings: Settings) -> faust.App:
                 )
             )
 
+    recommendations_topic = recommendations.get_topic_name()
+
     async def emit(recs: list[Recommendation]) -> None:
+        # Straight to Faust's producer (the transaction manager under exactly_once): the same
+        # record and partitioning as `Topic.send`, without its per-message future, sensor and
+        # logging bookkeeping (~40 us per recommendation in the profile).
+        producer = await app.maybe_start_producer()
+        send = producer.send
         for rec in recs:
             record_emitted(rec)
-            await recommendations.send(key=rec.user_id.encode(), value=encode(rec))
+            await send(recommendations_topic, rec.user_id.encode(), encode(rec), None, None, None)
 
     async def dead_letter(letter: DeadLetter) -> None:
         record_dead_letter(letter)
