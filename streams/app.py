@@ -177,8 +177,20 @@ def create_app(settings: Settings) -> faust.App:
             for event, _ in batch:
                 await events_in.ack(event)
 
+        crashing: list[asyncio.Future[None]] = []
+
+        def crash(exc: BaseException) -> None:
+            # Not a strategy error (those are dead-lettered): a bug or a producer failure.
+            # Crash the worker; unacked events are redelivered after the restart.
+            log.error("batch handling failed, stopping the worker: %r", exc)
+            crashing.append(asyncio.ensure_future(app.crash(exc)))
+
         batcher: Batcher[tuple[EventT, Pending | Rejected | None]] = Batcher(
-            handle, cfg.batch_size, cfg.batch_wait_seconds or 0.001, cfg.max_queued_batches
+            handle,
+            cfg.batch_size,
+            cfg.batch_wait_seconds or 0.001,
+            cfg.max_queued_batches,
+            on_error=crash,
         )
         batcher.start()
         try:

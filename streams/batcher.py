@@ -30,6 +30,7 @@ class Batcher(Generic[T]):
         max_wait: float,
         max_queued: int = 2,
         clock: Callable[[], float] | None = None,
+        on_error: Callable[[BaseException], object] | None = None,
     ) -> None:
         self.handle = handle
         self.max_size = max_size
@@ -39,6 +40,8 @@ class Batcher(Generic[T]):
         self.started = 0.0
         self.error: BaseException | None = None
         self._clock = clock
+        self._on_error = on_error
+        """Called once if `handle` raises (the worker crashes: its batches are not acked)."""
         self._tasks: list[asyncio.Task[None]] = []
 
     def _now(self) -> float:
@@ -78,7 +81,7 @@ class Batcher(Generic[T]):
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(BaseException):  # a handler error is in self.error
                 await task
         self._tasks = []
 
@@ -91,6 +94,8 @@ class Batcher(Generic[T]):
                 raise
             except BaseException as exc:  # the agent raises it on its next add()
                 self.error = exc
+                if self._on_error is not None:
+                    self._on_error(exc)
                 raise
             finally:
                 self.queue.task_done()
