@@ -71,8 +71,8 @@ class TrainConfig:
         if name == "small":
             return cls(
                 history_length=30,
-                recommender=RecommenderConfig(dim=48, epochs=8, blocks=1),
-                behaviour=BehaviourConfig(dim=32, blocks=1, epochs=3, max_examples=15_000),
+                recommender=RecommenderConfig(dim=48, epochs=6, blocks=1, batch_size=128),
+                behaviour=BehaviourConfig(dim=32, blocks=1, epochs=2, max_examples=10_000),
                 generator=GeneratorConfig(components=4),
                 preset="small",
             )
