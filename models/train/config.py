@@ -19,6 +19,9 @@ class RecommenderConfig:
     learning_rate: float = 3e-3
     max_k: int = 100
     init_from_cooccurrence: bool = True
+    mask_seen_in_loss: bool = False
+    """Drop already-seen items from the training softmax. On MovieLens it raised validation
+    NDCG@10 from 0.078 to 0.086 but not test (0.060), and costs 2x training time: off."""
     """Start item embeddings from an SVD of item co-occurrence (see `ppmi_embeddings`)."""
 
 

@@ -170,6 +170,12 @@ def train_recommender(
         with tf.GradientTape() as tape:
             h = model(x, training=True)
             logits = tf.matmul(h, model.item_table(), transpose_b=True)
+            if cfg.mask_seen_in_loss:
+                # Items already in the prefix are excluded at serving time, so they should not
+                # compete for probability mass in training either (the target never is masked).
+                seen = tf.cumsum(tf.one_hot(x, n_items), axis=1) > 0
+                seen = tf.logical_and(seen, tf.one_hot(y, n_items) < 0.5)
+                logits = tf.where(seen, tf.cast(NEG, logits.dtype), logits)
             loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
             loss = tf.reduce_sum(loss * weight) / tf.maximum(tf.reduce_sum(weight), 1.0)
         grads = tape.gradient(loss, model.trainable_variables)
