@@ -145,8 +145,11 @@ async def test_1x_replay_keeps_recorded_pacing(broker, tmp_path) -> None:
     assert result.sent == 400
     # The recording lasts ~4 s; a 1x replay must take that long, not less and not much more.
     assert plan.span <= result.seconds < plan.span + 1.0
-    # Target 5 ms (see scripts/bench_replay.py); bound loose for a shared, noisy machine.
-    assert result.lag_p99 < 0.025, f"p99 lag {result.lag_p99 * 1e3:.1f} ms"
+    # Target p99 5 ms (scripts/bench_replay.py prints the real figure). With 400 sends the
+    # p99 is the 4th worst, which a few scheduler stalls of a loaded 2-core CI machine decide,
+    # so the p99 bound is loose and the median, which pacing itself decides, is tight.
+    assert result.lag_p50 < 0.002, f"p50 lag {result.lag_p50 * 1e3:.1f} ms"
+    assert result.lag_p99 < 0.050, f"p99 lag {result.lag_p99 * 1e3:.1f} ms"
     values = await collect(broker.bootstrap, settings.topics.events, lambda vs: len(vs) >= 400)
     by_user: dict[str, list[int]] = defaultdict(list)
     for v in values:
