@@ -20,7 +20,10 @@ def trained_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     if cached := os.environ.get("RECLOOP_TEST_MODEL_DIR"):
         return Path(cached)
-    pytest.importorskip("tensorflow")
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        pytest.fail("training the test models needs the training extra: pip install -e '.[train]'")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from models.data.synthetic import SyntheticWorld
     from models.train.config import TrainConfig
