@@ -14,15 +14,20 @@ class RecommenderConfig:
     heads: int = 2
     blocks: int = 2
     dropout: float = 0.2
-    epochs: int = 25
+    epochs: int = 20
     batch_size: int = 64
     learning_rate: float = 3e-3
     max_k: int = 100
     init_from_cooccurrence: bool = True
+    """Start item embeddings from an SVD of item co-occurrence (see `ppmi_embeddings`)."""
+    cosine_decay: bool = True
+    """Cosine learning-rate decay to zero over all epochs. With a constant rate validation
+    NDCG@10 peaks near epoch 11 and then drifts down and jumps +-0.005 between epochs; with
+    the decay, 20 epochs gave the best validation NDCG@10 on MovieLens (0.083 vs 0.078 for
+    25 constant-rate epochs)."""
     mask_seen_in_loss: bool = False
     """Drop already-seen items from the training softmax. On MovieLens it raised validation
     NDCG@10 from 0.078 to 0.086 but not test (0.060), and costs 2x training time: off."""
-    """Start item embeddings from an SVD of item co-occurrence (see `ppmi_embeddings`)."""
 
 
 @dataclass(slots=True)
@@ -74,7 +79,9 @@ class TrainConfig:
         if name == "small":
             return cls(
                 history_length=30,
-                recommender=RecommenderConfig(dim=48, epochs=6, blocks=1, batch_size=128),
+                recommender=RecommenderConfig(
+                    dim=48, epochs=6, blocks=1, batch_size=128, cosine_decay=False
+                ),
                 behaviour=BehaviourConfig(dim=32, blocks=1, epochs=2, max_examples=10_000),
                 generator=GeneratorConfig(components=4),
                 preset="small",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import keras
@@ -151,7 +152,12 @@ class TrainedRecommender:
 
 
 def train_recommender(
-    sequences: list[np.ndarray], n_items: int, max_len: int, cfg: RecommenderConfig, seed: int
+    sequences: list[np.ndarray],
+    n_items: int,
+    max_len: int,
+    cfg: RecommenderConfig,
+    seed: int,
+    on_epoch: Callable[[int, SASRec], None] | None = None,
 ) -> TrainedRecommender:
     """Train on every next-item position of every window (SASRec objective, full softmax)."""
     keras.utils.set_random_seed(seed)
@@ -161,7 +167,11 @@ def train_recommender(
     model(ops.zeros((1, max_len), dtype="int64"))
     if cfg.init_from_cooccurrence:
         model.items.embeddings.assign(ppmi_embeddings(sequences, n_items, cfg.dim, seed))
-    optimizer = keras.optimizers.Adam(cfg.learning_rate)
+    lr: object = cfg.learning_rate
+    if cfg.cosine_decay:
+        steps = cfg.epochs * math.ceil(len(data) / cfg.batch_size)
+        lr = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, steps, alpha=0.0)
+    optimizer = keras.optimizers.Adam(lr)
 
     @tf.function(reduce_retracing=True)
     def step(batch: tf.Tensor) -> tf.Tensor:
@@ -184,11 +194,13 @@ def train_recommender(
 
     rng = np.random.default_rng(seed)
     losses: list[float] = []
-    for _ in range(cfg.epochs):
+    for epoch in range(cfg.epochs):
         order = rng.permutation(len(data))
         total, count = 0.0, 0
         for start in range(0, len(order), cfg.batch_size):
             total += float(step(tf.constant(data[order[start : start + cfg.batch_size]])))
             count += 1
         losses.append(total / count)
+        if on_epoch is not None:
+            on_epoch(epoch, model)
     return TrainedRecommender(model, time.perf_counter() - started, losses)

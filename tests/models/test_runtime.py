@@ -23,7 +23,12 @@ def test_vocabulary_roundtrip(tmp_path) -> None:
         v.decode([9])
 
 
-@given(st.lists(st.text(min_size=1, max_size=5), min_size=1, max_size=30, unique=True))
+# Real ids spelled like the reserved tokens map to OOV by design (asserted above), so they are
+# not expected to round-trip.
+_RAW_IDS = st.text(min_size=1, max_size=5).filter(lambda s: s not in ("<pad>", "<oov>"))
+
+
+@given(st.lists(_RAW_IDS, min_size=1, max_size=30, unique=True))
 def test_vocabulary_encode_decode_inverse(ids: list[str]) -> None:
     v = Vocabulary(ids)
     assert v.decode(v.encode(ids)) == ids

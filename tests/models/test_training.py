@@ -91,12 +91,6 @@ def test_movielens_transformer_beats_popular(movielens_models) -> None:
     assert t > 2 * p
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known gap: on MovieLens-small's 610 held-out users the transformer and item "
-    "co-occurrence are within noise (about +-0.01 NDCG@10); the transformer wins on the "
-    "validation item but not reliably on the test item (see models/README.md)",
-)
 def test_movielens_transformer_beats_cooccurrence(movielens_models) -> None:
     t, _, c = _ndcg(movielens_models)
     print(f"\nMovieLens NDCG@10 held-out: transformer={t:.4f} cooccurrence={c:.4f}")
