@@ -176,3 +176,20 @@ def left_pad(sequences: list[np.ndarray], length: int) -> np.ndarray:
         if len(tail):
             out[row, length - len(tail) :] = tail
     return out
+
+
+def cooccurring_pairs(
+    sequences: list[np.ndarray], window: int = 5
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every (item, item) pair at most `window` positions apart in a sequence, in both orders.
+
+    The shared input of the co-occurrence baseline and of the PPMI embedding initialisation.
+    """
+    left, right = [], []
+    for seq in sequences:
+        for off in range(1, window + 1):
+            if len(seq) > off:
+                left.append(seq[:-off])
+                right.append(seq[off:])
+    a, b = np.concatenate(left), np.concatenate(right)
+    return np.concatenate([a, b]), np.concatenate([b, a])

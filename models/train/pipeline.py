@@ -15,6 +15,7 @@ import numpy as np
 from models.data.examples import BehaviourExamples, from_exposures, from_interactions
 from models.data.preprocess import (
     build_vocabulary,
+    cooccurring_pairs,
     deduplicate,
     k_core,
     leave_last_out,
@@ -65,14 +66,7 @@ def prepare(data: EventLog, config: TrainConfig) -> Prepared:
 
 def _cooccurrence(sequences: list[np.ndarray], n_items: int, window: int = 5, top: int = 50):
     """Top co-occurring neighbours per item within `window` positions, cosine-normalised."""
-    left, right = [], []
-    for seq in sequences:
-        for off in range(1, window + 1):
-            if len(seq) > off:
-                left.append(seq[:-off])
-                right.append(seq[off:])
-    a, b = np.concatenate(left), np.concatenate(right)
-    a, b = np.concatenate([a, b]), np.concatenate([b, a])
+    a, b = cooccurring_pairs(sequences, window)
     keys, counts = np.unique(a * n_items + b, return_counts=True)
     i, j = keys // n_items, keys % n_items
     freq = np.bincount(np.concatenate(sequences), minlength=n_items).astype(np.float64)

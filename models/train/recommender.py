@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from models.data.preprocess import cooccurring_pairs
 from models.runtime.vocab import OOV
 from models.train.config import RecommenderConfig
 from models.train.layers import NEG, RightAlignedPositions, TransformerBlock, causal_bias
@@ -118,15 +119,9 @@ def ppmi_embeddings(
     from scipy import sparse
     from sklearn.utils.extmath import randomized_svd
 
-    left, right = [], []
-    for seq in sequences:
-        for off in range(1, window + 1):
-            if len(seq) > off:
-                left.append(seq[:-off])
-                right.append(seq[off:])
-    a, b = np.concatenate(left), np.concatenate(right)
+    a, b = cooccurring_pairs(sequences, window)
     counts = sparse.coo_matrix(
-        (np.ones(2 * len(a)), (np.concatenate([a, b]), np.concatenate([b, a]))),
+        (np.ones(len(a)), (a, b)),
         shape=(n_items, n_items),
     ).tocsr()
     counts.sum_duplicates()
