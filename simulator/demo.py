@@ -37,12 +37,14 @@ class DemoError(RuntimeError):
     """A step of the demo failed; the message says which and what to do."""
 
 
-def start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
+def start_worker(
+    settings: Settings, log_path: Path, loglevel: str = "warning"
+) -> subprocess.Popen[bytes]:
     """`python -m recloop worker` in its own process group, logging to `log_path`."""
     env = {**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1"}
     log = open(log_path, "ab")  # noqa: SIM115 - lives as long as the process
     return subprocess.Popen(
-        [sys.executable, "-m", "recloop", "worker", "--loglevel", "warning"],
+        [sys.executable, "-m", "recloop", "worker", "--loglevel", loglevel],
         env=env,
         cwd=ROOT,
         stdout=log,

@@ -76,7 +76,8 @@ class Pipeline:
         self.next_offset[(topic, partition)] = offset + 1
         try:
             event = decode_event(raw, self.max_message_bytes)
-            if key is not None and key != event.user_id.encode():
+            user_key = event.user_id.encode()
+            if key is not None and key != user_key:
                 raise ContractError(
                     DeadLetterReason.VALIDATION_ERROR,
                     f"message key {key!r} differs from user_id {event.user_id!r}; "
@@ -87,7 +88,6 @@ class Pipeline:
             letter = err.dead_letter(raw, topic=topic, partition=partition, offset=offset, key=key)
             return Rejected(letter)
         metrics.events_counter(event.event_type.value).inc()
-        user_key = event.user_id.encode()
         state = decode_state(self.table.get(user_key))
         order = classify(state, event)
         if not order.fresh and not order.redelivered:
@@ -117,9 +117,8 @@ class Pipeline:
             # The request id is fixed before inference so the state can name it.
             state.last_request_id = request_id
         self.table[user_key] = encode_state(state)
-        return Pending(
-            event=event, history=list(state.history), consumed=consumed, request_id=request_id
-        )
+        # `state` was decoded for this event alone, so its history can be handed over uncopied.
+        return Pending(event=event, history=state.history, consumed=consumed, request_id=request_id)
 
     def answer(self, batch: list[Pending]) -> list[Recommendation]:
         """Rank items for every pending request in one strategy call (blocking; run off-loop)."""

@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -15,7 +14,8 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streams.config import Settings, Topics, settings_env
+from simulator.demo import start_worker
+from streams.config import Settings, Topics
 from streams.contract import EventType, UserEvent, encode
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,16 +42,7 @@ class WorkerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
-        env = {**os.environ, **settings_env(self.settings), "PYTHONUNBUFFERED": "1"}
-        log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "recloop", "worker", "--loglevel", "info"],
-            env=env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.proc = start_worker(self.settings, self.log_path, loglevel="info")
         return self
 
     def log(self) -> str:

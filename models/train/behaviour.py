@@ -22,6 +22,7 @@ from models.data.examples import BehaviourExamples
 from models.runtime.behaviour import ACTION_QUERY
 from models.train.config import BehaviourConfig
 from models.train.layers import NEG, RightAlignedPositions, TransformerBlock
+from models.train.loop import run_epochs
 
 
 class Heads(keras.layers.Layer):
@@ -204,23 +205,17 @@ def train_behaviour(
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return loss
 
-    rng = np.random.default_rng(seed)
-    losses: list[float] = []
-    for _ in range(cfg.epochs):
-        order = rng.permutation(len(data))
-        total, count = 0.0, 0
-        for start in range(0, len(order), cfg.batch_size):
-            b = order[start : start + cfg.batch_size]
-            total += float(
-                step(
-                    tf.constant(data.history[b]),
-                    tf.constant(data.actions[b]),
-                    tf.constant(data.slate[b]),
-                    tf.constant(data.click[b]),
-                    tf.constant(data.buy[b]),
-                    tf.constant(data.leave[b]),
-                )
+    def batch_step(b: np.ndarray) -> float:
+        return float(
+            step(
+                tf.constant(data.history[b]),
+                tf.constant(data.actions[b]),
+                tf.constant(data.slate[b]),
+                tf.constant(data.click[b]),
+                tf.constant(data.buy[b]),
+                tf.constant(data.leave[b]),
             )
-            count += 1
-        losses.append(total / count)
+        )
+
+    losses = run_epochs(len(data), cfg.epochs, cfg.batch_size, seed, batch_step)
     return TrainedBehaviour(model, time.perf_counter() - started, losses)

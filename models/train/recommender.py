@@ -16,6 +16,7 @@ from models.data.preprocess import cooccurring_pairs
 from models.runtime.vocab import OOV
 from models.train.config import RecommenderConfig
 from models.train.layers import NEG, RightAlignedPositions, TransformerBlock, causal_bias
+from models.train.loop import run_epochs
 
 
 class SASRec(keras.Model):
@@ -187,15 +188,12 @@ def train_recommender(
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return loss
 
-    rng = np.random.default_rng(seed)
-    losses: list[float] = []
-    for epoch in range(cfg.epochs):
-        order = rng.permutation(len(data))
-        total, count = 0.0, 0
-        for start in range(0, len(order), cfg.batch_size):
-            total += float(step(tf.constant(data[order[start : start + cfg.batch_size]])))
-            count += 1
-        losses.append(total / count)
-        if on_epoch is not None:
-            on_epoch(epoch, model)
+    losses = run_epochs(
+        len(data),
+        cfg.epochs,
+        cfg.batch_size,
+        seed,
+        lambda b: float(step(tf.constant(data[b]))),
+        None if on_epoch is None else lambda epoch: on_epoch(epoch, model),
+    )
     return TrainedRecommender(model, time.perf_counter() - started, losses)

@@ -35,7 +35,7 @@ import typer
 
 from recloop.brokers import free_port
 from recloop.cli import app as cli_app
-from streams.config import Settings, WorkerConfig
+from streams.config import Settings, WorkerConfig, settings_env
 from streams.topics import ensure_topics
 from tests.observability.promlib import (
     Prometheus,
@@ -45,7 +45,7 @@ from tests.observability.promlib import (
     rule_queries,
     write_test_rules,
 )
-from tests.support import ROOT, WorkerProcess, produce, settings_env, unique_topics
+from tests.support import ROOT, WorkerProcess, produce, unique_topics
 
 pytestmark = pytest.mark.kafka
 
