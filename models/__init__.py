@@ -1,1 +1,1 @@
-"""RecLoop models: offline training (TensorFlow, `models.train*`) and the onnxruntime-only runtime."""
+"""RecLoop models: offline training (TensorFlow, `recloop.models.train*`) and the onnxruntime-only runtime."""

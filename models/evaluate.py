@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.data.examples import BehaviourExamples
-from models.data.preprocess import LeaveLastOut, UserSequences, left_pad
-from models.metrics import auc, calibration_error, js_of_samples, log_loss, ranking_metrics
-from models.runtime import (
+from recloop.models.data.examples import BehaviourExamples
+from recloop.models.data.preprocess import LeaveLastOut, UserSequences, left_pad
+from recloop.models.metrics import auc, calibration_error, js_of_samples, log_loss, ranking_metrics
+from recloop.models.runtime import (
     BehaviourRuntime,
     CooccurrenceRecommender,
     ModelDir,
@@ -17,7 +17,7 @@ from models.runtime import (
     RecommenderRuntime,
     UserGeneratorRuntime,
 )
-from models.runtime.recommender import Recommender
+from recloop.models.runtime.recommender import Recommender
 
 
 @dataclass(slots=True)
@@ -93,7 +93,7 @@ def evaluate_generator(
     real = held.real_stats
     popularity = np.bincount(np.concatenate(held.sequences.items), minlength=len(md.items))[2:]
     generated_pop = np.bincount(gen.seed_history[gen.seed_history > 1], minlength=len(md.items))[2:]
-    from models.metrics import js_divergence
+    from recloop.models.metrics import js_divergence
 
     return {
         "generator": {

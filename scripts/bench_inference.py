@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.runtime import (
+from recloop.models.runtime import (
     BehaviourRuntime,
     CooccurrenceRecommender,
     ModelDir,

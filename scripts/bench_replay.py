@@ -26,12 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from aiokafka import AIOKafkaProducer
 
 from recloop.brokers import BROKERS
-from simulator.replay.recording import Header, Record, RecordingWriter
-from simulator.replay.replay import Options, Replayer, make_plan
-from simulator.replay.sources import load_recording
-from streams.config import Settings, Topics
-from streams.contract import EventType, UserEvent, encode
-from streams.topics import ensure_topics
+from recloop.core.contract import EventType, UserEvent, encode
+from recloop.core.settings import Settings, Topics
+from recloop.core.topics import ensure_topics
+from recloop.simulator.replay.recording import Header, Record, RecordingWriter
+from recloop.simulator.replay.replay import Options, Replayer, make_plan
+from recloop.simulator.replay.sources import load_recording
 
 TYPES = [EventType.VIEW] * 6 + [EventType.CLICK] * 3 + [EventType.CART, EventType.PURCHASE]
 

@@ -24,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aiokafka import AIOKafkaProducer
 
-from simulator.runner import Simulation
-from simulator.scenario import scenario_from_dict
-from streams.config import Settings, Topics
-from streams.contract import EventType, UserEvent, encode
-from streams.topics import ensure_topics
+from recloop.core.contract import EventType, UserEvent, encode
+from recloop.core.settings import Settings, Topics
+from recloop.core.topics import ensure_topics
+from recloop.simulator.runner import Simulation
+from recloop.simulator.scenario import scenario_from_dict
 
 LAG_P99_LIMIT = 0.005
 

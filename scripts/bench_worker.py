@@ -39,8 +39,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from streams.config import Settings, Topics  # noqa: E402
-from streams.contract import (  # noqa: E402
+from recloop.core.contract import (  # noqa: E402
     EventType,
     Recommendation,
     StageTimes,
@@ -49,7 +48,8 @@ from streams.contract import (  # noqa: E402
     decode_recommendation,
     encode,
 )
-from streams.topics import ensure_topics  # noqa: E402
+from recloop.core.settings import Settings, Topics  # noqa: E402
+from recloop.core.topics import ensure_topics  # noqa: E402
 
 TRIGGERS = {EventType.SESSION_START, EventType.CLICK}
 
@@ -432,9 +432,9 @@ def ensure_model(model_dir: Path | None) -> Path:
     path = ROOT / "artifacts" / "bench-model"
     if not (path / "card.json").is_file():
         print(f"training a small transformer into {path} (once) ...", flush=True)
-        from models.data.synthetic import SyntheticWorld
-        from models.train.config import TrainConfig
-        from models.train.pipeline import train_all
+        from recloop.models.data.synthetic import SyntheticWorld
+        from recloop.models.train.config import TrainConfig
+        from recloop.models.train.pipeline import train_all
 
         world = SyntheticWorld.generate(n_users=500, n_items=300, seed=0)
         train_all(world.log, path, TrainConfig.preset_named("small"))

@@ -70,7 +70,7 @@ class WorldBehaviour:
     name = "world"
 
     def __init__(self, world: object) -> None:
-        from models.data.synthetic import SyntheticWorld
+        from recloop.models.data.synthetic import SyntheticWorld
 
         assert isinstance(world, SyntheticWorld)
         self.world = world
@@ -105,7 +105,7 @@ class ModelBehaviour:
     name = "model"
 
     def __init__(self, model_dir: object, kind: str = "lstm") -> None:
-        from models.runtime import BehaviourRuntime, ModelDir
+        from recloop.models.runtime import BehaviourRuntime, ModelDir
 
         assert isinstance(model_dir, ModelDir)
         self.runtime = BehaviourRuntime(model_dir, kind, threads=1)
@@ -114,7 +114,7 @@ class ModelBehaviour:
     def react(
         self, preference: np.ndarray, histories: np.ndarray, slates: np.ndarray, steps: np.ndarray
     ) -> Reaction:
-        from models.runtime import OOV
+        from recloop.models.runtime import OOV
 
         known = slates >= 0
         s = np.where(known, slates, OOV)[:, : self.runtime.max_slate]

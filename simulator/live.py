@@ -11,7 +11,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from simulator.runner import Snapshot
+from recloop.simulator.runner import Snapshot
 
 
 def _ms(v: float | None) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulator.scenario import PopulationSpec, UserSpec
+from recloop.simulator.scenario import PopulationSpec, UserSpec
 
 
 class PopulationError(RuntimeError):
@@ -85,7 +85,7 @@ def build_population(
     rng = np.random.default_rng([seed, 7])
     n = spec.size
     if spec.source == "world":
-        from models.data.synthetic import SyntheticWorld
+        from recloop.models.data.synthetic import SyntheticWorld
 
         w = spec.world
         world = SyntheticWorld.generate(w.users, w.items, seed=w.seed)
@@ -99,7 +99,7 @@ def build_population(
         first_item, truth, version = 0, world, f"world:{w.users}x{w.items}:seed={w.seed}"
         user_ids = [world.user_ids[r] if n <= w.users else f"u{g}" for g, r in enumerate(rows)]
     else:
-        from models.runtime import ModelDir, ModelLoadError, UserGeneratorRuntime
+        from recloop.models.runtime import ModelDir, ModelLoadError, UserGeneratorRuntime
 
         try:
             md = ModelDir(spec.model_dir)

@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simulator.runner import RunResult
-from simulator.stats import RunStats
-from simulator.thresholds import Verdict, evaluate, parse_threshold
+from recloop.simulator.runner import RunResult
+from recloop.simulator.stats import RunStats
+from recloop.simulator.thresholds import Verdict, evaluate, parse_threshold
 
 ROOT = Path(__file__).resolve().parent.parent
 

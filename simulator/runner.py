@@ -6,7 +6,7 @@ because an earlier send was slow; how late each send left is recorded (`Pacer.re
 consumer reads the recommendations topic, matches each one to its triggering event by
 `event_id`, records latency from the intended and the actual send time, and hands the slates
 to the behaviour model in batches. The simulator talks to the recommender only through Kafka
-and `streams.contract`.
+and `recloop.core.contract`.
 
 A scenario's `replay:` section adds recorded users: their events enter the same heap at their
 intended times (a feeder task keeps it filled a little ahead), leave through the same sender,
@@ -28,27 +28,10 @@ from dataclasses import dataclass, field
 
 import msgspec
 import numpy as np
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from simulator import metrics as m
-from simulator.behaviour import (
-    Behaviour,
-    ModelBehaviour,
-    WorldBehaviour,
-    true_top_k,
-    uniforms,
-)
-from simulator.pacing import SPIN_SECONDS, Pacer
-from simulator.population import Population, Shard, build_population
-from simulator.replay.scenario import ScenarioReplay, load_scenario_replay
-from simulator.scenario import Scenario
-from simulator.sender import BatchSender
-from simulator.stats import RunStats
-from simulator.thresholds import Verdict, evaluate
-from simulator.users import Decision, EndReason, SimUser, decide, drift
-from streams.config import Settings
-from streams.contract import (
+from recloop.core.contract import (
     ContractError,
     EventType,
     Recommendation,
@@ -56,6 +39,24 @@ from streams.contract import (
     decode_recommendation,
     encode,
 )
+from recloop.core.settings import Settings
+from recloop.core.topics import TopicError, assign_at_end
+from recloop.simulator import metrics as m
+from recloop.simulator.behaviour import (
+    Behaviour,
+    ModelBehaviour,
+    WorldBehaviour,
+    true_top_k,
+    uniforms,
+)
+from recloop.simulator.pacing import SPIN_SECONDS, Pacer
+from recloop.simulator.population import Population, Shard, build_population
+from recloop.simulator.replay.scenario import ScenarioReplay, load_scenario_replay
+from recloop.simulator.scenario import Scenario
+from recloop.simulator.sender import BatchSender
+from recloop.simulator.stats import RunStats
+from recloop.simulator.thresholds import Verdict, evaluate
+from recloop.simulator.users import Decision, EndReason, SimUser, decide, drift
 
 TRIGGERS = frozenset({EventType.SESSION_START, EventType.CLICK, EventType.REQUEST})
 """Events that ask the recommender for a slate (the worker's default `trigger_on`)."""
@@ -711,7 +712,10 @@ class Simulation:
             self.producer, self.events_topic, sorted(events_partitions), self._on_send_error
         )
         self.sender.start()
-        await assign_at_end(self.consumer, self.producer, self.recs_topic)
+        try:
+            await assign_at_end(self.consumer, self.producer, self.recs_topic)
+        except TopicError as exc:
+            raise SimulationError(str(exc)) from None
 
     async def run(self) -> RunResult:
         """Run the scenario to the end (or to a breached threshold with abort_on_breach)."""
@@ -781,32 +785,6 @@ class Simulation:
             recommender=self.recommender,
             replay_stats=self.replay_stats,
         )
-
-
-async def assign_at_end(
-    consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, topic: str, timeout: float = 30.0
-) -> list[TopicPartition]:
-    """Assign every partition of `topic` and resolve the end offsets, so nothing is missed.
-
-    Retried: right after a topic is created, Kafka may not have elected its leaders yet.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            # The producer's lookup waits for the topic's metadata (the consumer's does not).
-            ids = await producer.partitions_for(topic)
-            if not ids:
-                raise KafkaError(f"no partitions known for {topic!r} yet")
-            parts = [TopicPartition(topic, p) for p in sorted(ids)]
-            consumer.assign(parts)
-            await consumer.seek_to_end(*parts)
-            for tp in parts:
-                await consumer.position(tp)
-            return parts
-        except KafkaError as exc:
-            if time.monotonic() > deadline:
-                raise SimulationError(f"cannot read {topic!r}: {exc!r}") from None
-            await asyncio.sleep(0.5)
 
 
 def run_simulation(

@@ -24,7 +24,7 @@ from pydantic import (
     field_validator,
 )
 
-from simulator.thresholds import Threshold, ThresholdError, parse_threshold
+from recloop.simulator.thresholds import Threshold, ThresholdError, parse_threshold
 
 
 class ScenarioError(ValueError):
@@ -128,7 +128,7 @@ STAGE_KINDS = ("constant", "ramp", "step", "spike", "soak", "diurnal")
 
 
 class WorldSpec(_Strict):
-    """A synthetic world (models.data.synthetic) whose ground truth drives the users."""
+    """A synthetic world (recloop.models.data.synthetic) whose ground truth drives the users."""
 
     users: int = Field(500, ge=1)
     items: int = Field(300, ge=10)

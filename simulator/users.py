@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from simulator.behaviour import Reaction
+from recloop.simulator.behaviour import Reaction
 
 
 class EndReason(enum.StrEnum):

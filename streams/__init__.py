@@ -1,6 +1,4 @@
-"""RecLoop streams: the event contract, Kafka settings and the Faust recommender worker.
+"""The Faust recommender worker. Run with `recloop worker` or `faust -A recloop.streams.app worker`.
 
-Importing this package (or `streams.contract`, `streams.config`, `streams.topics`) never imports
-Faust; only `streams.app` and modules below it do, so the simulator can share the contract
-without pulling in the worker.
+Importing this package never imports Faust; only `recloop.streams.app` does.
 """

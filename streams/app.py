@@ -1,4 +1,4 @@
-"""The Faust recommender worker. Run with `recloop worker` or `faust -A streams.app worker`.
+"""The Faust recommender worker. Run with `recloop worker` or `faust -A recloop.streams.app worker`.
 
 Topology: events topic (keyed by user id) -> per-event processor (decode, validate, update the
 user's state table) -> micro-batches of pending requests (`stream.take`) -> one inference call
@@ -20,18 +20,18 @@ import faust
 from faust.types import EventT
 from prometheus_client import start_http_server
 
-from streams import metrics
-from streams.batcher import Batcher
-from streams.config import ConfigError, Settings, load_settings
-from streams.contract import (
+from recloop.core.contract import (
     ContractError,
     DeadLetter,
     DeadLetterReason,
     Recommendation,
     encode,
 )
-from streams.pipeline import Pending, Pipeline, Rejected, record_dead_letter, record_emitted
-from streams.strategies import ModelStrategy, ModelWatcher, build_strategy
+from recloop.core.settings import ConfigError, Settings, load_settings
+from recloop.streams import metrics
+from recloop.streams.batcher import Batcher
+from recloop.streams.pipeline import Pending, Pipeline, Rejected, record_dead_letter, record_emitted
+from recloop.streams.strategies import ModelStrategy, ModelWatcher, build_strategy
 
 log = logging.getLogger("recloop.worker")
 

@@ -14,9 +14,7 @@ from collections.abc import Callable, MutableMapping
 
 import msgspec
 
-from streams import metrics
-from streams.config import WorkerConfig
-from streams.contract import (
+from recloop.core.contract import (
     ContractError,
     DeadLetter,
     DeadLetterReason,
@@ -28,8 +26,10 @@ from streams.contract import (
     decode_event,
     encode,
 )
-from streams.state import UserState, apply, classify, decode_state, encode_state
-from streams.strategies import RandomStrategy, Strategy
+from recloop.core.settings import WorkerConfig
+from recloop.streams import metrics
+from recloop.streams.state import UserState, apply, classify, decode_state, encode_state
+from recloop.streams.strategies import RandomStrategy, Strategy
 
 
 class Pending(msgspec.Struct):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from streams.contract import EventType, UserEvent
+from recloop.core.contract import EventType, UserEvent
 
 RECENT_IDS = 32
 """How many recent event ids a user keeps, to tell a redelivery from a reordered event."""

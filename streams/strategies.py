@@ -70,14 +70,14 @@ class RandomStrategy:
 
 
 class ModelStrategy:
-    """Adapts a `models.runtime` recommender (ONNX transformer or a baseline) to `Strategy`.
+    """Adapts a `recloop.models.runtime` recommender (ONNX transformer or a baseline) to `Strategy`.
 
     Item ids the model has never seen are encoded as out-of-vocabulary (index 1), never an
     error; reserved indices and excluded (-inf) scores never reach a slate.
     """
 
     def __init__(self, name: str, model_dir: Path, threads: int | None = 1) -> None:
-        from models.runtime import (
+        from recloop.models.runtime import (
             CooccurrenceRecommender,
             ModelDir,
             ModelLoadError,

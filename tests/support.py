@@ -14,11 +14,13 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from simulator.demo import start_worker
-from streams.config import Settings, Topics
-from streams.contract import EventType, UserEvent, encode
+from recloop.core.contract import EventType, UserEvent, encode
+from recloop.core.settings import Settings, Topics
+from recloop.processes import start_worker
 
 ROOT = Path(__file__).resolve().parent.parent
+MOVIELENS = ROOT / "data" / "movielens-latest-small"
+"""MovieLens ml-latest-small, carried by the repository (licence in its README.txt)."""
 
 
 def unique_topics(prefix: str = "t") -> Topics:

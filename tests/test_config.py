@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.config import ConfigError, load_settings
+from recloop.core.settings import ConfigError, load_settings
 
 
 def test_environment_overrides_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -56,7 +56,7 @@ def test_missing_config_file_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_settings_env_rebuilds_the_same_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    from streams.config import Settings, Topics, WorkerConfig, settings_env
+    from recloop.core.settings import Settings, Topics, WorkerConfig, settings_env
 
     original = Settings(
         bootstrap="k:1",

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.contract import (
+from recloop.core.contract import (
     SCHEMA_VERSION,
     ContractError,
     DeadLetterReason,

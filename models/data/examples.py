@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.data.schema import EVENT_CODE, EmptyDataError, EventLog
-from models.runtime.vocab import Vocabulary
-from streams.contract import EventType
+from recloop.core.contract import EventType
+from recloop.models.data.schema import EVENT_CODE, EmptyDataError, EventLog
+from recloop.models.runtime.vocab import Vocabulary
 
 ACTION_CLICK, ACTION_BUY = 1, 2
 

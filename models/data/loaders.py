@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from models.data.schema import EVENT_CODE, DataError, EmptyDataError, EventLog
-from streams.contract import ITEM_EVENTS, EventType
+from recloop.core.contract import ITEM_EVENTS, EventType
+from recloop.models.data.schema import EVENT_CODE, DataError, EmptyDataError, EventLog
 
 MIN_EVENTS = 10
 """Fewer events than this is not a data set anything can be learnt or measured from."""
@@ -356,7 +356,7 @@ def load(spec: str, *, lenient: bool = False, min_events: int = MIN_EVENTS) -> E
     if not sep:
         raise DataError(f"data spec {spec!r} must look like kind:path, e.g. movielens:data/ml")
     if kind == "synthetic":
-        from models.data.synthetic import SyntheticWorld
+        from recloop.models.data.synthetic import SyntheticWorld
 
         params = dict(p.split("=", 1) for p in location.split(",") if "=" in p)
         try:

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.data.schema import EmptyDataError, EventLog
-from models.runtime.vocab import Vocabulary
+from recloop.models.data.schema import EmptyDataError, EventLog
+from recloop.models.runtime.vocab import Vocabulary
 
 DEFAULT_SESSION_GAP = 30 * 60.0
 """Seconds of inactivity that end a session (the usual web-analytics convention)."""

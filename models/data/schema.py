@@ -5,9 +5,9 @@ One row per user action, stored column-wise (numpy arrays) because logs run to m
 ========== ========= =====================================================================
 column     dtype     meaning
 ========== ========= =====================================================================
-user       str       user id (strings, as in `streams.contract`)
+user       str       user id (strings, as in `recloop.core.contract`)
 item       str       item id; "" for events without an item (session_start, leave)
-event_type uint8     index into `EVENT_TYPES` (the `streams.contract.EventType` values)
+event_type uint8     index into `EVENT_TYPES` (the `recloop.core.contract.EventType` values)
 time       float64   Unix epoch seconds
 value      float64   rating, price or other payload; NaN when the source has none
 session    str       session id; "" until `preprocess.sessionise` assigns one
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import msgspec
 import numpy as np
 
-from streams.contract import EventType
+from recloop.core.contract import EventType
 
 EVENT_TYPES: tuple[EventType, ...] = tuple(EventType)
 """Code -> event type; the `event_type` column holds indices into this tuple."""

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.data.preprocess import UserSequences
+from recloop.models.data.preprocess import UserSequences
 
 DAY = 86_400.0
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.data.schema import EVENT_CODE, EventLog, Exposure
-from streams.contract import EventType
+from recloop.core.contract import EventType
+from recloop.models.data.schema import EVENT_CODE, EventLog, Exposure
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -209,10 +209,3 @@ class SyntheticWorld:
             + self.params.popularity_weight * self.popularity
         )
         return np.argsort(-scores, kind="stable")[:k]
-
-
-def write_events(world: SyntheticWorld, path: str) -> int:
-    """Write the world's log as canonical JSONL event records; returns the count."""
-    from models.data.loaders import write_jsonl
-
-    return write_jsonl(world.log, path)

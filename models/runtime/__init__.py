@@ -1,11 +1,11 @@
-"""The onnxruntime + numpy runtime for models trained by `models.train`. Never imports TensorFlow."""
+"""The onnxruntime + numpy runtime for models trained by `recloop.models.train`. Never imports TensorFlow."""
 
-from models.runtime.baselines import CooccurrenceRecommender, PopularRecommender
-from models.runtime.behaviour import BehaviourOutput, BehaviourRuntime, GeneratedSession
-from models.runtime.card import ModelCard, ModelDir, ModelLoadError
-from models.runtime.generator import GeneratedUsers, UserGeneratorRuntime
-from models.runtime.recommender import Recommender, RecommenderRuntime
-from models.runtime.vocab import OOV, PAD, Vocabulary
+from recloop.models.runtime.baselines import CooccurrenceRecommender, PopularRecommender
+from recloop.models.runtime.behaviour import BehaviourOutput, BehaviourRuntime, GeneratedSession
+from recloop.models.runtime.card import ModelCard, ModelDir, ModelLoadError
+from recloop.models.runtime.generator import GeneratedUsers, UserGeneratorRuntime
+from recloop.models.runtime.recommender import Recommender, RecommenderRuntime
+from recloop.models.runtime.vocab import OOV, PAD, Vocabulary
 
 __all__ = [
     "OOV",

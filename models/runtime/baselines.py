@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from models.runtime.card import ModelDir
-from models.runtime.session import as_histories
-from models.runtime.vocab import OOV, PAD
+from recloop.models.runtime.card import ModelDir
+from recloop.models.runtime.session import as_histories
+from recloop.models.runtime.vocab import OOV, PAD
 
 _EXCLUDED = -np.inf
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from models.runtime.card import ModelDir, ModelLoadError
-from models.runtime.session import as_histories, open_session
-from models.runtime.vocab import OOV
+from recloop.models.runtime.card import ModelDir, ModelLoadError
+from recloop.models.runtime.session import as_histories, open_session
+from recloop.models.runtime.vocab import OOV
 
 ACTION_PAD, ACTION_CLICK, ACTION_BUY, ACTION_QUERY = 0, 1, 2, 3
 """Action tokens of the behaviour LM. QUERY marks a candidate whose action is being predicted."""

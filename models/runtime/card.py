@@ -8,7 +8,7 @@ from pathlib import Path
 
 import msgspec
 
-from models.runtime.vocab import Vocabulary
+from recloop.models.runtime.vocab import Vocabulary
 
 CARD_FILE = "card.json"
 ITEMS_FILE = "items.json"

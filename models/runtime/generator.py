@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from models.runtime.card import ModelDir, ModelLoadError
-from models.runtime.session import open_session
-from models.runtime.vocab import OOV
+from recloop.models.runtime.card import ModelDir, ModelLoadError
+from recloop.models.runtime.session import open_session
+from recloop.models.runtime.vocab import OOV
 
 STAT_NAMES = ("sessions_per_day", "session_length", "inter_arrival_seconds", "patience_seconds")
 

@@ -9,9 +9,9 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import onnxruntime as ort
 
-from models.runtime.card import ModelDir, ModelLoadError
-from models.runtime.session import as_histories, open_session
-from models.runtime.vocab import Vocabulary
+from recloop.models.runtime.card import ModelDir, ModelLoadError
+from recloop.models.runtime.session import as_histories, open_session
+from recloop.models.runtime.vocab import Vocabulary
 
 
 @runtime_checkable

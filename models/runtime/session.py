@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from models.runtime.card import ModelEntry, ModelLoadError
+from recloop.models.runtime.card import ModelEntry, ModelLoadError
 
 _ORT_TYPES = {
     "tensor(int64)": "int64",

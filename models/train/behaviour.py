@@ -18,11 +18,11 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from models.data.examples import BehaviourExamples
-from models.runtime.behaviour import ACTION_QUERY
-from models.train.config import BehaviourConfig
-from models.train.layers import NEG, RightAlignedPositions, TransformerBlock
-from models.train.loop import run_epochs
+from recloop.models.data.examples import BehaviourExamples
+from recloop.models.runtime.behaviour import ACTION_QUERY
+from recloop.models.train.config import BehaviourConfig
+from recloop.models.train.layers import NEG, RightAlignedPositions, TransformerBlock
+from recloop.models.train.loop import run_epochs
 
 
 class Heads(keras.layers.Layer):

@@ -15,8 +15,8 @@ import onnxruntime as ort
 import tensorflow as tf
 import tf2onnx
 
-from models.runtime.card import ModelEntry, ModelLoadError, TensorSpec
-from models.runtime.session import describe
+from recloop.models.runtime.card import ModelEntry, ModelLoadError, TensorSpec
+from recloop.models.runtime.session import describe
 
 OPSET = 17
 

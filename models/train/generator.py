@@ -14,8 +14,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from models.data.stats import UserStats
-from models.train.config import GeneratorConfig
+from recloop.models.data.stats import UserStats
+from recloop.models.train.config import GeneratorConfig
 
 
 class MixtureSampler(keras.layers.Layer):

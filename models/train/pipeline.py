@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from models.data.examples import BehaviourExamples, from_exposures, from_interactions
-from models.data.preprocess import (
+from recloop.models.data.examples import BehaviourExamples, from_exposures, from_interactions
+from recloop.models.data.preprocess import (
     build_vocabulary,
     cooccurring_pairs,
     deduplicate,
@@ -23,12 +23,12 @@ from models.data.preprocess import (
     sessionise,
     user_sequences,
 )
-from models.data.schema import EventLog
-from models.data.stats import UserStats, user_stats
-from models.evaluate import HeldOut
-from models.runtime.card import ITEMS_FILE, ModelCard, ModelDir
-from models.runtime.vocab import Vocabulary
-from models.train.config import TrainConfig
+from recloop.models.data.schema import EventLog
+from recloop.models.data.stats import UserStats, user_stats
+from recloop.models.evaluate import HeldOut
+from recloop.models.runtime.card import ITEMS_FILE, ModelCard, ModelDir
+from recloop.models.runtime.vocab import Vocabulary
+from recloop.models.train.config import TrainConfig
 
 
 @dataclass(slots=True)
@@ -97,11 +97,11 @@ def train_all(
     role (for parity tests).
     """
     keep = {} if keep is None else keep
-    from models.evaluate import evaluate_all
-    from models.train import behaviour as beh
-    from models.train import generator as gen
-    from models.train import recommender as rec
-    from models.train.export import export_keras
+    from recloop.models.evaluate import evaluate_all
+    from recloop.models.train import behaviour as beh
+    from recloop.models.train import generator as gen
+    from recloop.models.train import recommender as rec
+    from recloop.models.train.export import export_keras
 
     config = config or TrainConfig()
     out = Path(out_dir)

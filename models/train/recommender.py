@@ -12,11 +12,11 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from models.data.preprocess import cooccurring_pairs
-from models.runtime.vocab import OOV
-from models.train.config import RecommenderConfig
-from models.train.layers import NEG, RightAlignedPositions, TransformerBlock, causal_bias
-from models.train.loop import run_epochs
+from recloop.models.data.preprocess import cooccurring_pairs
+from recloop.models.runtime.vocab import OOV
+from recloop.models.train.config import RecommenderConfig
+from recloop.models.train.layers import NEG, RightAlignedPositions, TransformerBlock, causal_bias
+from recloop.models.train.loop import run_epochs
 
 
 class SASRec(keras.Model):

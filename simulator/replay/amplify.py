@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from simulator.replay.sources import Row
+from recloop.simulator.replay.sources import Row
 
 
 @dataclass(frozen=True, slots=True)

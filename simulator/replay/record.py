@@ -17,9 +17,9 @@ from typing import Literal
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from simulator.replay.recording import Header, Record, RecordingWriter, Trailer
-from streams.config import Settings
-from streams.contract import SCHEMA_VERSION
+from recloop.core.contract import SCHEMA_VERSION
+from recloop.core.settings import Settings
+from recloop.simulator.replay.recording import Header, Record, RecordingWriter, Trailer
 
 
 class RecordError(RuntimeError):

@@ -41,7 +41,7 @@ class Header(msgspec.Struct, tag="header", tag_field="kind", kw_only=True, omit_
     bounds: dict[str, str] = {}
     """What ended the capture was allowed by: max_records, max_seconds, offsets."""
     contract_schema: int | None = None
-    """`streams.contract.SCHEMA_VERSION` of the values, when they are contract records."""
+    """`recloop.core.contract.SCHEMA_VERSION` of the values, when they are contract records."""
 
 
 class Record(msgspec.Struct, tag="record", tag_field="kind", kw_only=True, omit_defaults=True):

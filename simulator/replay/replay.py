@@ -1,6 +1,6 @@
 """Publish replay rows to Kafka: paced at a speed factor, or as fast as possible.
 
-Pacing is open loop (`simulator.pacing.Pacer`): each row has an intended send time, the first
+Pacing is open loop (`recloop.simulator.pacing.Pacer`): each row has an intended send time, the first
 row's plus its original gap (capped at `max_gap`) divided by `speed`; a slow send never delays
 the schedule, and how late each send left is recorded.
 
@@ -34,19 +34,25 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import murmur2
 from hdrh.histogram import HdrHistogram
 
-from simulator import metrics
-from simulator.pacing import Pacer
-from simulator.replay.amplify import Selection, clone, in_replay_order, schedule_offsets, select
-from simulator.replay.sources import Row
-from simulator.stats import RunStats
-from streams.config import Settings
-from streams.contract import (
+from recloop.core.contract import (
     ContractError,
     EventType,
     UserEvent,
     decode_recommendation,
     encode,
 )
+from recloop.core.settings import Settings
+from recloop.simulator import metrics
+from recloop.simulator.pacing import Pacer
+from recloop.simulator.replay.amplify import (
+    Selection,
+    clone,
+    in_replay_order,
+    schedule_offsets,
+    select,
+)
+from recloop.simulator.replay.sources import Row
+from recloop.simulator.stats import RunStats
 
 TimeMode = Literal["keep", "shift", "scale"]
 SOURCE = "replay"
@@ -217,7 +223,7 @@ class TrackerSummary:
     latency_intended_ms: dict[str, float]
     latency_actual_ms: dict[str, float]
     stats: RunStats | None = None
-    """The full figures, as a simulation's (`simulator.stats`)."""
+    """The full figures, as a simulation's (`recloop.simulator.stats`)."""
 
 
 def _percentiles(figures: dict[str, float | None], name: str) -> dict[str, float]:
@@ -233,7 +239,7 @@ def _percentiles(figures: dict[str, float | None], name: str) -> dict[str, float
 class RecommendationTracker:
     """Consumes the recommendations topic and matches answers to replayed events by event id.
 
-    The figures are the simulator's own (`simulator.stats.RunStats`): latency from the intended
+    The figures are the simulator's own (`recloop.simulator.stats.RunStats`): latency from the intended
     send time (free of coordinated omission) and from the actual send time in HdrHistograms,
     requests and answers counted per second, plus the shared Prometheus histogram
     (`source="replay"`). Unanswered requests count as infinitely slow, as in a simulation.

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 
 import msgspec
 
-from simulator.population import Shard
-from simulator.replay.amplify import Selection
-from simulator.replay.recording import RecordingError
-from simulator.replay.replay import Options, Plan, ReplaySource, make_plan
-from simulator.replay.sources import ReplayInputError, Row, load_source
-from simulator.scenario import ReplaySpec, ScenarioError
+from recloop.simulator.population import Shard
+from recloop.simulator.replay.amplify import Selection
+from recloop.simulator.replay.recording import RecordingError
+from recloop.simulator.replay.replay import Options, Plan, ReplaySource, make_plan
+from recloop.simulator.replay.sources import ReplayInputError, Row, load_source
+from recloop.simulator.scenario import ReplaySpec, ScenarioError
 
 
 def user_shard(user: str, count: int) -> int:

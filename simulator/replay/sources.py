@@ -9,7 +9,7 @@ map each source's event names, e.g. MovieLens ratings -> `click` with the rating
 Taobao pv/fav/cart/buy -> view/click/cart/purchase, RetailRocket view/addtocart/transaction ->
 view/cart/purchase):
 
-* events are sessionised per user (`models.data.preprocess.sessionise`, 30 minute gap) unless
+* events are sessionised per user (`recloop.models.data.preprocess.sessionise`, 30 minute gap) unless
   the source has session ids, and each session gets a `session_start` event at its first
   event's time, before it; session ids are `user#n`;
 * event ids are `<prefix>-<row>` (`<prefix>-<row>-s` for the inserted `session_start`), unique
@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from models.data.loaders import LOADERS, ColumnMapping, LoadReport, load_table
-from models.data.preprocess import DEFAULT_SESSION_GAP, sessionise
-from models.data.schema import EVENT_TYPES, DataError, EventLog
-from simulator.replay.recording import Header, Problem, read_recording
-from streams.contract import ContractError, EventType, UserEvent, decode_event
+from recloop.core.contract import ContractError, EventType, UserEvent, decode_event
+from recloop.models.data.loaders import LOADERS, ColumnMapping, LoadReport, load_table
+from recloop.models.data.preprocess import DEFAULT_SESSION_GAP, sessionise
+from recloop.models.data.schema import EVENT_TYPES, DataError, EventLog
+from recloop.simulator.replay.recording import Header, Problem, read_recording
 
 
 class ReplayInputError(ValueError):

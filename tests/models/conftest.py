@@ -8,16 +8,14 @@ from pathlib import Path
 
 import pytest
 
-MOVIELENS = (
-    Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "movielens-latest-small"
-)
+from tests.support import MOVIELENS
 
 
 @pytest.fixture(scope="session")
 def movielens_dir() -> Path:
     if not (MOVIELENS / "ratings.csv").is_file():
-        # CI lays shared/ beside the clone; a missing data set is a broken set-up, not a skip.
-        pytest.fail(f"MovieLens not found at {MOVIELENS}: the shared data must sit beside the repo")
+        # The data set is part of the repository; a missing copy is a broken checkout, not a skip.
+        pytest.fail(f"MovieLens not found at {MOVIELENS}: restore data/ from git")
     return MOVIELENS
 
 
@@ -42,9 +40,9 @@ def movielens_models(tmp_path_factory: pytest.TempPathFactory, movielens_dir: Pa
     synthetic world)."""
     _require_training_extra()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from models.data.loaders import load
-    from models.train.config import TrainConfig
-    from models.train.pipeline import prepare, train_all
+    from recloop.models.data.loaders import load
+    from recloop.models.train.config import TrainConfig
+    from recloop.models.train.pipeline import prepare, train_all
 
     config = TrainConfig.preset_named("full")
     config.behaviour.epochs = 2
@@ -61,9 +59,9 @@ def movielens_models(tmp_path_factory: pytest.TempPathFactory, movielens_dir: Pa
 def synthetic_models(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     """All models trained on a synthetic world with known ground truth."""
     _require_training_extra()
-    from models.data.synthetic import SyntheticWorld
-    from models.train.config import TrainConfig
-    from models.train.pipeline import prepare, train_all
+    from recloop.models.data.synthetic import SyntheticWorld
+    from recloop.models.train.config import TrainConfig
+    from recloop.models.train.pipeline import prepare, train_all
 
     config = TrainConfig.preset_named("small")
     config.behaviour.epochs = 4

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.data.loaders import (
+from recloop.core.contract import EventType
+from recloop.models.data.loaders import (
     ColumnMapping,
     load,
     load_movielens,
@@ -17,7 +18,7 @@ from models.data.loaders import (
     load_taobao,
     write_jsonl,
 )
-from models.data.preprocess import (
+from recloop.models.data.preprocess import (
     build_vocabulary,
     chronological_split,
     deduplicate,
@@ -27,9 +28,8 @@ from models.data.preprocess import (
     sessionise,
     user_sequences,
 )
-from models.data.schema import EVENT_CODE, DataError, EmptyDataError, EventLog
-from models.data.synthetic import SyntheticWorld
-from streams.contract import EventType
+from recloop.models.data.schema import EVENT_CODE, DataError, EmptyDataError, EventLog
+from recloop.models.data.synthetic import SyntheticWorld
 
 
 def test_movielens_loads_real_data(movielens_dir: Path) -> None:

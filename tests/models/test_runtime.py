@@ -7,8 +7,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from models.metrics import auc, calibration_error, js_divergence, js_of_samples, ranking_metrics
-from models.runtime import CooccurrenceRecommender, PopularRecommender, Vocabulary
+from recloop.models.metrics import (
+    auc,
+    calibration_error,
+    js_divergence,
+    js_of_samples,
+    ranking_metrics,
+)
+from recloop.models.runtime import CooccurrenceRecommender, PopularRecommender, Vocabulary
 
 
 def test_vocabulary_roundtrip(tmp_path) -> None:

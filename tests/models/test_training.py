@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.data.preprocess import left_pad
-from models.runtime import (
+from recloop.models.data.preprocess import left_pad
+from recloop.models.runtime import (
     BehaviourRuntime,
     ModelDir,
     ModelLoadError,
@@ -146,7 +146,7 @@ def test_runtime_runs_without_tensorflow(synthetic_models) -> None:
                     raise ImportError("blocked: " + name)
         sys.meta_path.insert(0, Block())
         import numpy as np
-        from models.runtime import *
+        from recloop.models.runtime import *
         md = ModelDir({str(synthetic_models.path)!r})
         h = np.zeros((3, 5), np.int64); h[:, -1] = 2
         for rec in (RecommenderRuntime.load(md), PopularRecommender.load(md),

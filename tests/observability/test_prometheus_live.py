@@ -35,8 +35,8 @@ import typer
 
 from recloop.brokers import free_port
 from recloop.cli import app as cli_app
-from streams.config import Settings, WorkerConfig, settings_env
-from streams.topics import ensure_topics
+from recloop.core.settings import Settings, WorkerConfig, settings_env
+from recloop.core.topics import ensure_topics
 from tests.observability.promlib import (
     Prometheus,
     bind,

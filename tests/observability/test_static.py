@@ -17,10 +17,10 @@ import yaml
 from prometheus_client import REGISTRY
 from pydantic import BaseModel
 
-import simulator.metrics  # noqa: F401 - registers the simulator's metrics
-import streams.metrics  # noqa: F401 - registers the worker's metrics
+import recloop.simulator.metrics
+import recloop.streams.metrics  # noqa: F401 - registers the worker's metrics
 from recloop.cli import app as cli_app
-from streams.config import Settings, Topics
+from recloop.core.settings import Settings, Topics
 from tests.observability.promlib import (
     COMPOSE_FILE,
     DASHBOARD_DIR,

@@ -11,19 +11,24 @@ import msgspec
 import pytest
 
 from recloop.brokers import free_port
-from simulator.replay.amplify import Selection
-from simulator.replay.record import Bounds, record
-from simulator.replay.recording import Header, Record, RecordingWriter, read_recording
-from simulator.replay.replay import Options, RecommendationTracker, Replayer, make_plan
-from simulator.replay.sources import ReplayInputError, load_event_log, load_recording
-from streams.config import Settings, WorkerConfig
-from streams.contract import EventType, UserEvent, decode_event, decode_recommendation, encode
-from streams.topics import ensure_topics
-from tests.support import WorkerProcess, collect, make_events, produce_events, unique_topics
+from recloop.core.contract import EventType, UserEvent, decode_event, decode_recommendation, encode
+from recloop.core.settings import Settings, WorkerConfig
+from recloop.core.topics import ensure_topics
+from recloop.simulator.replay.amplify import Selection
+from recloop.simulator.replay.record import Bounds, record
+from recloop.simulator.replay.recording import Header, Record, RecordingWriter, read_recording
+from recloop.simulator.replay.replay import Options, RecommendationTracker, Replayer, make_plan
+from recloop.simulator.replay.sources import ReplayInputError, load_event_log, load_recording
+from tests.support import (
+    MOVIELENS,
+    WorkerProcess,
+    collect,
+    make_events,
+    produce_events,
+    unique_topics,
+)
 
 pytestmark = pytest.mark.kafka
-
-MOVIELENS = Path(__file__).resolve().parents[3] / "shared/data/movielens-latest-small"
 
 
 def _worker_settings(bootstrap: str, tmp_path: Path, prefix: str) -> Settings:
@@ -185,9 +190,7 @@ async def test_strict_stops_before_anything_is_sent(broker, tmp_path) -> None:
 
 
 async def test_movielens_at_1000x_is_answered_by_the_worker(kafka, tmp_path) -> None:
-    assert MOVIELENS.is_dir(), (
-        f"MovieLens data not at {MOVIELENS}: shared/ must sit beside the repo"
-    )
+    assert MOVIELENS.is_dir(), f"MovieLens data not at {MOVIELENS}: restore data/ from git"
     loaded = load_event_log(f"movielens:{MOVIELENS}", strict=True)
     plan = make_plan(
         loaded.rows, selection=Selection(sample=0.03, seed=1), speed=1000.0, max_gap=5.0

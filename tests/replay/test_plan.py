@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.data.schema import EVENT_CODE, EventLog
-from simulator.replay.amplify import (
+from recloop.core.contract import EventType, UserEvent
+from recloop.models.data.schema import EVENT_CODE, EventLog
+from recloop.simulator.replay.amplify import (
     Selection,
     clone,
     in_replay_order,
@@ -18,9 +19,8 @@ from simulator.replay.amplify import (
     select,
     user_sampled,
 )
-from simulator.replay.replay import Options, ReplaySource, make_plan
-from simulator.replay.sources import Row, from_event_log
-from streams.contract import EventType, UserEvent
+from recloop.simulator.replay.replay import Options, ReplaySource, make_plan
+from recloop.simulator.replay.sources import Row, from_event_log
 
 
 def _rows(spec: list[tuple[str, float]]) -> list[Row]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import zstandard
 
-from simulator.replay import recording as rec
-from simulator.replay.recording import (
+from recloop.core.contract import encode
+from recloop.simulator.replay import recording as rec
+from recloop.simulator.replay.recording import (
     Header,
     MalformedRecordError,
     Record,
@@ -14,8 +15,7 @@ from simulator.replay.recording import (
     TruncatedRecordingError,
     read_recording,
 )
-from simulator.replay.sources import ReplayInputError, load_recording
-from streams.contract import encode
+from recloop.simulator.replay.sources import ReplayInputError, load_recording
 from tests.support import make_events
 
 

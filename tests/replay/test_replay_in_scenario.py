@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
-from simulator.demo import wait_for_recommender
-from simulator.replay.recording import Header, Record, RecordingWriter
-from simulator.report import Summary, summarise, write_report
-from simulator.runner import Simulation
-from simulator.scenario import scenario_from_dict
-from streams.contract import decode_event, encode
-from streams.topics import ensure_topics
+from recloop.core.contract import decode_event, encode
+from recloop.core.topics import ensure_topics
+from recloop.processes import wait_for_recommender
+from recloop.simulator.replay.recording import Header, Record, RecordingWriter
+from recloop.simulator.report import Summary, summarise, write_report
+from recloop.simulator.runner import Simulation
+from recloop.simulator.scenario import scenario_from_dict
 from tests.conftest import Broker
 from tests.simulator.conftest import WORLD
 from tests.simulator.test_closed_loop import worker_settings

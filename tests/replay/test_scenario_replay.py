@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from simulator.population import Shard
-from simulator.replay.replay import RecommendationTracker
-from simulator.replay.scenario import load_scenario_replay, user_shard
-from simulator.scenario import ReplaySpec, ScenarioError, load_scenario
-from simulator.stats import RunStats
-from streams.config import Settings
-from streams.contract import EventType, UserEvent
+from recloop.core.contract import EventType, UserEvent
+from recloop.core.settings import Settings
+from recloop.simulator.population import Shard
+from recloop.simulator.replay.replay import RecommendationTracker
+from recloop.simulator.replay.scenario import load_scenario_replay, user_shard
+from recloop.simulator.scenario import ReplaySpec, ScenarioError, load_scenario
+from recloop.simulator.stats import RunStats
 
 SAMPLE = Path(__file__).parents[2] / "simulator" / "scenarios" / "data" / "replay-sample.jsonl"
 
@@ -82,9 +82,9 @@ def test_measure_tracker_uses_the_simulators_stats() -> None:
 
 
 def test_summaries_carry_and_merge_the_replay_section(tmp_path: Path) -> None:
-    from simulator.report import Summary, merge_summaries, summarise, write_report
-    from simulator.runner import RunResult
-    from simulator.scenario import quick_scenario
+    from recloop.simulator.report import Summary, merge_summaries, summarise, write_report
+    from recloop.simulator.runner import RunResult
+    from recloop.simulator.scenario import quick_scenario
 
     parts = []
     for i in range(2):

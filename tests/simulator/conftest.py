@@ -25,9 +25,9 @@ def trained_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     except ImportError:
         pytest.fail("training the test models needs the training extra: pip install -e '.[train]'")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from models.data.synthetic import SyntheticWorld
-    from models.train.config import TrainConfig
-    from models.train.pipeline import train_all
+    from recloop.models.data.synthetic import SyntheticWorld
+    from recloop.models.train.config import TrainConfig
+    from recloop.models.train.pipeline import train_all
 
     config = TrainConfig.preset_named("small")
     config.behaviour.epochs = 1

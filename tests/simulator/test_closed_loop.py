@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from simulator.demo import wait_for_recommender
-from simulator.report import summarise, write_report
-from simulator.runner import RunResult, Simulation
-from simulator.scenario import scenario_from_dict
-from streams.config import Settings, WorkerConfig
-from streams.topics import ensure_topics
+from recloop.core.settings import Settings, WorkerConfig
+from recloop.core.topics import ensure_topics
+from recloop.processes import wait_for_recommender
+from recloop.simulator.report import summarise, write_report
+from recloop.simulator.runner import RunResult, Simulation
+from recloop.simulator.scenario import scenario_from_dict
 from tests.conftest import Broker
 from tests.simulator.conftest import WORLD
 from tests.support import ROOT, WorkerProcess, unique_topics
@@ -147,7 +147,7 @@ thresholds: ["p99 latency < 200ms", "abandonment < 5%"]
     assert summary["figures"]["abandonment"] > 0.05
     assert summary["counts"]["timeouts"] > 0
     # Corrected latency grows as requests queue behind the slow batches.
-    from simulator.stats import RunStats
+    from recloop.simulator.stats import RunStats
 
     timeline = RunStats.from_dict(summary["stats"]).timeline
     p50 = [s.latency.get_value_at_percentile(50) for s in timeline if s.latency.get_total_count()]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from simulator.runner import SEND, Outgoing, Pending, Simulation
-from simulator.scenario import scenario_from_dict
-from streams.config import Settings
-from streams.contract import Recommendation, ScoredItem, StageTimes
+from recloop.core.contract import Recommendation, ScoredItem, StageTimes
+from recloop.core.settings import Settings
+from recloop.simulator.runner import SEND, Outgoing, Pending, Simulation
+from recloop.simulator.scenario import scenario_from_dict
 
 
 def decisions(seed: int, reverse: bool = False) -> list[tuple[str, str, str | None]]:

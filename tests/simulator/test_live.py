@@ -6,10 +6,10 @@ import math
 
 from rich.console import Console
 
-from simulator.live import render
-from simulator.runner import Snapshot
-from simulator.stats import COUNTERS
-from simulator.thresholds import Verdict
+from recloop.simulator.live import render
+from recloop.simulator.runner import Snapshot
+from recloop.simulator.stats import COUNTERS
+from recloop.simulator.thresholds import Verdict
 
 
 def test_render_shows_figures_and_verdicts() -> None:

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
-from simulator.population import Shard
-from simulator.report import Summary, merge_summaries, summarise, write_report
-from simulator.runner import Simulation
-from simulator.scenario import scenario_from_dict
-from streams.topics import ensure_topics
+from recloop.core.topics import ensure_topics
+from recloop.simulator.population import Shard
+from recloop.simulator.report import Summary, merge_summaries, summarise, write_report
+from recloop.simulator.runner import Simulation
+from recloop.simulator.scenario import scenario_from_dict
 from tests.conftest import Broker
 from tests.simulator.conftest import WORLD
 from tests.simulator.test_closed_loop import worker_settings
@@ -56,7 +56,7 @@ async def test_sharded_processes_split_users_and_merge(tansu: Broker, tmp_path: 
     )
     worker = WorkerProcess(settings).start()
     try:
-        from simulator.demo import wait_for_recommender
+        from recloop.processes import wait_for_recommender
 
         await wait_for_recommender(settings, timeout=90)
         sims = [Simulation(sc, settings, shard=Shard(i, 2), run_id="shared") for i in range(2)]
@@ -82,7 +82,7 @@ async def test_sharded_processes_split_users_and_merge(tansu: Broker, tmp_path: 
     assert merged.counts["recommendations"] == total
     assert merged.shards == ["0/2", "1/2"]
     lat = sum(r.stats.latency.get_total_count() for r in results)
-    from simulator.stats import RunStats
+    from recloop.simulator.stats import RunStats
 
     assert RunStats.from_dict(merged.stats).latency.get_total_count() == lat
     assert merged.passed

@@ -6,7 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from simulator.scenario import ScenarioError, load_scenario, parse_duration, scenario_from_dict
+from recloop.simulator.scenario import (
+    ScenarioError,
+    load_scenario,
+    parse_duration,
+    scenario_from_dict,
+)
 
 GOOD = """
 name: mixed

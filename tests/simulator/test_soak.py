@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from simulator.demo import wait_for_recommender
-from simulator.runner import Simulation
-from simulator.stats import Second
-from streams.topics import ensure_topics
+from recloop.core.topics import ensure_topics
+from recloop.processes import wait_for_recommender
+from recloop.simulator.runner import Simulation
+from recloop.simulator.stats import Second
 from tests.conftest import Broker
 from tests.simulator.test_closed_loop import scenario, worker_settings
 from tests.support import WorkerProcess

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from simulator.stats import RunStats, gini
+from recloop.simulator.stats import RunStats, gini
 
 
 def filled(seed: int, n: int = 2000) -> RunStats:

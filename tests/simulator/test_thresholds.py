@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from simulator.thresholds import ThresholdError, evaluate, parse_threshold
+from recloop.simulator.thresholds import ThresholdError, evaluate, parse_threshold
 
 
 @pytest.mark.parametrize(

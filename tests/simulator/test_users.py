@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from simulator.behaviour import WorldBehaviour, uniforms
-from simulator.population import Shard, build_population
-from simulator.scenario import PopulationSpec, UserSpec, WorldSpec
-from simulator.users import EndReason, decide
+from recloop.simulator.behaviour import WorldBehaviour, uniforms
+from recloop.simulator.population import Shard, build_population
+from recloop.simulator.scenario import PopulationSpec, UserSpec, WorldSpec
+from recloop.simulator.users import EndReason, decide
 
 SPEC = PopulationSpec(size=300, world=WorldSpec(users=200, items=60, seed=3))
 

@@ -13,9 +13,9 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from recloop.brokers import free_port
-from streams.config import Settings, WorkerConfig
-from streams.contract import Recommendation, UserEvent, decode_recommendation
-from streams.state import UserState, apply, decode_state
+from recloop.core.contract import Recommendation, UserEvent, decode_recommendation
+from recloop.core.settings import Settings, WorkerConfig
+from recloop.streams.state import UserState, apply, decode_state
 from tests.support import WorkerProcess, collect, unique_topics
 
 

@@ -1,7 +1,7 @@
 """A tiny, deterministic model directory for worker tests, built without TensorFlow.
 
 The "transformer" is a hand-written ONNX graph with the exact inputs, outputs and card entries
-`models.train` exports (history [B, L] int64, exclude_seen [B] float -> items, scores [B, K]),
+`recloop.models.train` exports (history [B, L] int64, exclude_seen [B] float -> items, scores [B, K]),
 so `RecommenderRuntime` and the baselines load it through their real code paths. Its ranking
 is predictable: after item `n` the best next item is `n + 1`, then `n + 2`, and so on.
 """
@@ -17,8 +17,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from models.runtime.card import ITEMS_FILE, ModelCard, ModelEntry, TensorSpec
-from models.runtime.vocab import Vocabulary
+from recloop.models.runtime.card import ITEMS_FILE, ModelCard, ModelEntry, TensorSpec
+from recloop.models.runtime.vocab import Vocabulary
 
 NEG = -1e9
 

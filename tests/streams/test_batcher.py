@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from streams.batcher import Batcher
+from recloop.streams.batcher import Batcher
 
 
 async def test_batches_keep_order_and_respect_the_size_limit() -> None:

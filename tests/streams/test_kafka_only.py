@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from streams.contract import decode_recommendation
-from streams.topics import ensure_topics
+from recloop.core.contract import decode_recommendation
+from recloop.core.topics import ensure_topics
 from tests.streams.helpers import (
     Worker,
     collect_recommendations,

@@ -13,11 +13,11 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.config import WorkerConfig
-from streams.contract import DeadLetterReason, EventType, UserEvent, encode
-from streams.pipeline import Pending, Pipeline, Rejected
-from streams.state import decode_state
-from streams.strategies import RandomStrategy
+from recloop.core.contract import DeadLetterReason, EventType, UserEvent, encode
+from recloop.core.settings import WorkerConfig
+from recloop.streams.pipeline import Pending, Pipeline, Rejected
+from recloop.streams.state import decode_state
+from recloop.streams.strategies import RandomStrategy
 
 MAX_BYTES = 2048
 

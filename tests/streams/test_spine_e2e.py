@@ -13,15 +13,15 @@ import urllib.request
 import pytest
 
 from recloop.brokers import free_port
-from streams.config import Settings, WorkerConfig
-from streams.contract import (
+from recloop.core.contract import (
     DeadLetterReason,
     EventType,
     decode_dead_letter,
     decode_recommendation,
     encode,
 )
-from streams.topics import ensure_topics
+from recloop.core.settings import Settings, WorkerConfig
+from recloop.core.topics import ensure_topics
 from tests.support import WorkerProcess, collect, make_events, produce, unique_topics
 
 pytestmark = pytest.mark.kafka

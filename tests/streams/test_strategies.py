@@ -1,4 +1,4 @@
-"""Strategies against the real `models.runtime` loaders, and hot reload of a model directory."""
+"""Strategies against the real `recloop.models.runtime` loaders, and hot reload of a model directory."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.strategies import (
+from recloop.streams.strategies import (
     ModelStrategy,
     ModelWatcher,
     RandomStrategy,

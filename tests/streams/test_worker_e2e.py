@@ -10,9 +10,9 @@ import pytest
 from hypothesis import Phase, given
 from hypothesis import settings as hypothesis_settings
 
-from streams.contract import decode_dead_letter, encode
-from streams.pipeline import Rejected
-from streams.topics import ensure_topics
+from recloop.core.contract import decode_dead_letter, encode
+from recloop.core.topics import ensure_topics
+from recloop.streams.pipeline import Rejected
 from tests.streams.helpers import (
     Worker,
     collect_recommendations,

@@ -68,8 +68,8 @@ def register(app: typer.Typer) -> None:
         """Capture topics (default: the events and recommendations topics) to a file."""
         from rich.console import Console
 
-        from simulator.replay.record import Bounds, RecordError
-        from streams.config import ConfigError, load_settings
+        from recloop.core.settings import ConfigError, load_settings
+        from recloop.simulator.replay.record import Bounds, RecordError
 
         console = Console(stderr=True)
         try:
@@ -157,11 +157,11 @@ def register(app: typer.Typer) -> None:
         """Publish a recording or an event log to Kafka, paced, keyed by user."""
         from rich.console import Console
 
-        from simulator.replay.amplify import Selection, clone, in_replay_order, select
-        from simulator.replay.recording import RecordingError
-        from simulator.replay.replay import Options, Plan, ReplayError
-        from simulator.replay.sources import ReplayInputError, load_source
-        from streams.config import ConfigError, load_settings
+        from recloop.core.settings import ConfigError, load_settings
+        from recloop.simulator.replay.amplify import Selection, clone, in_replay_order, select
+        from recloop.simulator.replay.recording import RecordingError
+        from recloop.simulator.replay.replay import Options, Plan, ReplayError
+        from recloop.simulator.replay.sources import ReplayInputError, load_source
 
         console = Console(stderr=True)
         if timestamps not in ("keep", "shift", "scale"):
@@ -244,7 +244,7 @@ def register(app: typer.Typer) -> None:
 
 
 async def _record(settings, topics, path, bounds, progress):  # type: ignore[no-untyped-def]
-    from simulator.replay.record import record
+    from recloop.simulator.replay.record import record
 
     return await record(settings, topics, path, bounds, progress)
 
@@ -252,8 +252,8 @@ async def _record(settings, topics, path, bounds, progress):  # type: ignore[no-
 async def _replay(settings, plan, options, measure, wait, console):  # type: ignore[no-untyped-def]
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from simulator.replay.replay import RecommendationTracker, Replayer, progress_loop
-    from streams.topics import ensure_topics
+    from recloop.core.topics import ensure_topics
+    from recloop.simulator.replay.replay import RecommendationTracker, Replayer, progress_loop
 
     await ensure_topics(settings, extra=[options.topic])
     tracker = RecommendationTracker(settings, options.run_id) if measure else None

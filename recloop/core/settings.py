@@ -22,7 +22,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from streams.contract import DEFAULT_MAX_MESSAGE_BYTES
+from recloop.core.contract import DEFAULT_MAX_MESSAGE_BYTES
 
 
 class ConfigError(ValueError):

@@ -1,4 +1,4 @@
-"""`recloop` subcommands owned by the `simulator` package: simulate, report, demo.
+"""`recloop simulate` and `recloop report`.
 
 Exit codes: 0 every threshold passed, 1 a threshold failed (or the run was aborted on a
 breach), 2 invalid scenario or configuration, 3 the simulation could not run.
@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:  # the modules are imported inside the commands, to keep --help fast
-    from simulator.population import Shard
-    from simulator.scenario import Scenario
-    from simulator.stats import RunStats
-    from streams.config import Settings
+    from recloop.core.settings import Settings
+    from recloop.simulator.population import Shard
+    from recloop.simulator.scenario import Scenario
+    from recloop.simulator.stats import RunStats
 
 EXIT_FAILED, EXIT_INVALID, EXIT_ERROR = 1, 2, 3
 
@@ -24,7 +24,6 @@ def register(app: typer.Typer) -> None:
     """Add this package's subcommands to the `recloop` CLI."""
     app.command()(simulate)
     app.command()(report)
-    app.command()(demo)
 
 
 def simulate(
@@ -47,8 +46,8 @@ def simulate(
     ] = None,
 ) -> None:
     """Run simulated users against the recommender on Kafka; report and check thresholds."""
-    from simulator.scenario import ScenarioError, load_scenario, quick_scenario
-    from streams.config import ConfigError, load_settings
+    from recloop.core.settings import ConfigError, load_settings
+    from recloop.simulator.scenario import ScenarioError, load_scenario, quick_scenario
 
     try:
         sc = load_scenario(scenario) if scenario else quick_scenario(rate, duration)
@@ -59,7 +58,7 @@ def simulate(
             updates["abort_on_breach"] = abort_on_breach
         sc = sc.model_copy(update=updates)
         settings = load_settings(bootstrap=bootstrap)
-        from simulator.population import Shard
+        from recloop.simulator.population import Shard
 
         part = Shard.parse(shard)
     except (ScenarioError, ConfigError, ValueError) as exc:
@@ -82,11 +81,11 @@ def run_and_report(
     """Run one simulator process with the live view, write its report, return the exit code."""
     import uuid
 
-    from simulator.live import LiveView
-    from simulator.population import PopulationError
-    from simulator.report import summarise, verdict_lines, write_report
-    from simulator.runner import SimulationError, run_simulation
-    from simulator.scenario import ScenarioError
+    from recloop.simulator.live import LiveView
+    from recloop.simulator.population import PopulationError
+    from recloop.simulator.report import summarise, verdict_lines, write_report
+    from recloop.simulator.runner import SimulationError, run_simulation
+    from recloop.simulator.scenario import ScenarioError
 
     run_id = run_id or uuid.uuid4().hex[:12]
     if metrics_port:
@@ -152,7 +151,7 @@ def report(
     ),
 ) -> None:
     """Merge the summaries of a sharded run (histograms merge exactly) into one report."""
-    from simulator.report import Summary, merge_summaries, verdict_lines, write_report
+    from recloop.simulator.report import Summary, merge_summaries, verdict_lines, write_report
 
     try:
         parts = [Summary.from_json(p.read_text()) for p in summaries]
@@ -165,40 +164,3 @@ def report(
         typer.echo(line)
     typer.echo(f"report: {path}")
     raise typer.Exit(0 if merged.passed else EXIT_FAILED)
-
-
-def demo(
-    duration: Annotated[float, typer.Option(help="Seconds of simulated load")] = 60.0,
-    rate: Annotated[float, typer.Option(help="Sessions per second")] = 20.0,
-    bootstrap: Annotated[
-        str | None, typer.Option(help="Use this Kafka instead of the embedded broker")
-    ] = None,
-    model_dir: Annotated[Path, typer.Option(help="Models (trained here if missing)")] = Path(
-        "artifacts/models"
-    ),
-    data: Annotated[
-        str | None,
-        typer.Option(help="kind:path of a training log (default: a synthetic world)"),
-    ] = None,
-    strategy: Annotated[str, typer.Option(help="Worker strategy")] = "onnx",
-    live: Annotated[bool, typer.Option(help="Live terminal view")] = True,
-    out: Annotated[Path | None, typer.Option(help="Report directory")] = None,
-) -> None:
-    """The whole loop: broker, models, worker and simulated users, then the report."""
-    from simulator.demo import DemoError, run_demo
-
-    try:
-        code = run_demo(
-            duration=duration,
-            rate=rate,
-            bootstrap=bootstrap,
-            model_dir=model_dir,
-            data=data,
-            strategy=strategy,
-            live=live,
-            out=out,
-        )
-    except DemoError as exc:
-        typer.secho(str(exc), fg="red", err=True)
-        raise typer.Exit(EXIT_ERROR) from None
-    raise typer.Exit(code)

@@ -18,7 +18,9 @@ def _fail(exc: Exception) -> typer.Exit:
 
 
 def data(
-    spec: Annotated[str, typer.Argument(help="kind:path, e.g. movielens:../shared/data/ml")],
+    spec: Annotated[
+        str, typer.Argument(help="kind:path, e.g. movielens:data/movielens-latest-small")
+    ],
     lenient: Annotated[
         bool, typer.Option(help="Skip and count bad rows instead of failing")
     ] = False,
@@ -27,9 +29,9 @@ def data(
     """Load a data set, print a summary, optionally convert it to canonical JSONL."""
     import msgspec
 
-    from models.data.loaders import load
-    from models.data.loaders import write_jsonl as write
-    from models.data.schema import DataError
+    from recloop.models.data.loaders import load
+    from recloop.models.data.loaders import write_jsonl as write
+    from recloop.models.data.schema import DataError
 
     try:
         log = load(spec, lenient=lenient)
@@ -42,23 +44,23 @@ def data(
 
 def train(
     data_spec: Annotated[str, typer.Option("--data", help="kind:path of the training log")] = (
-        "movielens:../shared/data/movielens-latest-small"
+        "movielens:data/movielens-latest-small"
     ),
     out: Annotated[Path, typer.Option(help="Model directory to write")] = Path("artifacts/models"),
     preset: Annotated[str, typer.Option(help="small (fast) or full")] = "full",
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
 ) -> None:
     """Train all models (TensorFlow), export ONNX, write the model card and offline metrics."""
-    from models.data.loaders import load
-    from models.data.schema import DataError
+    from recloop.models.data.loaders import load
+    from recloop.models.data.schema import DataError
 
     try:
-        from models.train.config import TrainConfig
-        from models.train.pipeline import train_all
+        from recloop.models.train.config import TrainConfig
+        from recloop.models.train.pipeline import train_all
     except ImportError as exc:
         message = f"training needs the extra: pip install -e '.[train]' ({exc})"
         raise _fail(RuntimeError(message)) from None
-    from models.evaluate import format_table
+    from recloop.models.evaluate import format_table
 
     try:
         config = TrainConfig.preset_named(preset)
@@ -81,12 +83,12 @@ def evaluate(
     out: Annotated[Path | None, typer.Option(help="Metrics JSON (default: model dir)")] = None,
 ) -> None:
     """Offline metrics on the held-out chronological split, baselines beside the model."""
-    from models.data.loaders import load
-    from models.data.schema import DataError
-    from models.evaluate import evaluate_all, format_table
-    from models.runtime import ModelDir, ModelLoadError
-    from models.train.config import TrainConfig
-    from models.train.pipeline import prepare
+    from recloop.models.data.loaders import load
+    from recloop.models.data.schema import DataError
+    from recloop.models.evaluate import evaluate_all, format_table
+    from recloop.models.runtime import ModelDir, ModelLoadError
+    from recloop.models.train.config import TrainConfig
+    from recloop.models.train.pipeline import prepare
 
     try:
         md = ModelDir(model_dir)

@@ -12,10 +12,11 @@ from typing import Annotated
 
 import typer
 
-from models.commands import register as register_models
-from simulator.commands import register as register_simulator
-from simulator.replay.commands import register as register_replay
-from streams.commands import register as register_streams
+from recloop.cli.demo import register as register_demo
+from recloop.cli.replay import register as register_replay
+from recloop.cli.simulate import register as register_simulator
+from recloop.cli.train import register as register_train
+from recloop.cli.worker import register as register_worker
 
 app = typer.Typer(
     name="recloop",
@@ -63,7 +64,8 @@ def broker(
         typer.echo("broker stopped")
 
 
-register_models(app)
-register_streams(app)
+register_train(app)
+register_worker(app)
 register_simulator(app)
 register_replay(app)
+register_demo(app)

@@ -9,105 +9,38 @@ live view, writes the report and stops everything it started.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Annotated
 
 import typer
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from simulator.scenario import Scenario, scenario_from_dict
-from streams.config import Settings, Topics, WorkerConfig, load_settings, settings_env
-from streams.contract import EventType, UserEvent, decode_recommendation, encode
+from recloop.cli.simulate import run_and_report
+from recloop.core.settings import Topics, WorkerConfig, load_settings
+from recloop.processes import WorkerNotReady, start_worker, stop_process, wait_for_recommender
+from recloop.simulator.scenario import Scenario, scenario_from_dict
 
-ROOT = Path(__file__).resolve().parent.parent
 DEMO_WORLD = {"users": 500, "items": 300, "seed": 0}
 """The synthetic world the demo trains on and whose ground truth drives the users."""
+
+
+def register(app: typer.Typer) -> None:
+    """Add `recloop demo` to the CLI."""
+    app.command()(demo)
 
 
 class DemoError(RuntimeError):
     """A step of the demo failed; the message says which and what to do."""
 
 
-def start_worker(
-    settings: Settings, log_path: Path, loglevel: str = "warning"
-) -> subprocess.Popen[bytes]:
-    """`python -m recloop worker` in its own process group, logging to `log_path`."""
-    env = {**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1"}
-    log = open(log_path, "ab")  # noqa: SIM115 - lives as long as the process
-    return subprocess.Popen(
-        [sys.executable, "-m", "recloop", "worker", "--loglevel", loglevel],
-        env=env,
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-async def wait_for_recommender(settings: Settings, timeout: float = 90.0) -> float:
-    """Send probe session starts until a recommendation answers one; returns seconds waited."""
-    from simulator.runner import assign_at_end
-
-    kw = settings.kafka_kwargs()
-    t = settings.topics
-    consumer = AIOKafkaConsumer(**kw, group_id=None, auto_offset_reset="latest")
-    producer = AIOKafkaProducer(**kw)
-    await consumer.start()
-    await producer.start()
-    started = time.monotonic()
-    probe = f"probe-{uuid.uuid4().hex[:8]}"
-    seq = int(time.time() * 1000) * 1000
-    try:
-        await assign_at_end(consumer, producer, t.recommendations)
-        while time.monotonic() - started < timeout:
-            seq += 1
-            event = UserEvent(
-                event_id=f"{probe}-{seq}",
-                user_id=probe,
-                event_type=EventType.SESSION_START,
-                event_time=time.time(),
-                seq=seq,
-                session_id=probe,
-            )
-            await producer.send_and_wait(t.events, encode(event), key=probe.encode())
-            deadline = time.monotonic() + 3.0
-            while time.monotonic() < deadline:
-                batches = await consumer.getmany(timeout_ms=250)
-                for records in batches.values():
-                    for r in records:
-                        with contextlib.suppress(ValueError):
-                            if decode_recommendation(r.value or b"").user_id == probe:
-                                return time.monotonic() - started
-        raise DemoError(f"the worker did not answer within {timeout:.0f}s")
-    finally:
-        await producer.stop()
-        await consumer.stop()
-
-
 def world_of(model_dir: Path) -> dict[str, int] | None:
     """The synthetic world a model directory was trained on, from its card, if any."""
-    from models.runtime import ModelDir, ModelLoadError
+    from recloop.models.runtime import ModelDir, ModelLoadError
 
     try:
         source = ModelDir(model_dir).card.data_source
@@ -125,19 +58,19 @@ def ensure_models(model_dir: Path, data: str | None) -> None:
     typer.echo(f"no models in {model_dir}: training the small preset (about a minute)...")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
-        from models.train.config import TrainConfig
-        from models.train.pipeline import train_all
+        from recloop.models.train.config import TrainConfig
+        from recloop.models.train.pipeline import train_all
     except ImportError as exc:
         raise DemoError(
             f"training needs the extra: pip install -e '.[train]' ({exc}); "
             "or point --model-dir at trained models"
         ) from None
     if data:
-        from models.data.loaders import load
+        from recloop.models.data.loaders import load
 
         log = load(data)
     else:
-        from models.data.synthetic import SyntheticWorld
+        from recloop.models.data.synthetic import SyntheticWorld
 
         log = SyntheticWorld.generate(**DEMO_WORLD).log
     started = time.monotonic()
@@ -184,9 +117,8 @@ def run_demo(
 ) -> int:
     """Run the demo; returns the simulator's exit code (0 when every threshold passed)."""
     from recloop.brokers import BrokerError, EmbeddedBroker, free_port
-    from simulator.commands import run_and_report
-    from simulator.population import Shard
-    from streams.topics import ensure_topics
+    from recloop.core.topics import ensure_topics
+    from recloop.simulator.population import Shard
 
     model_dir = model_dir.resolve()
     ensure_models(model_dir, data)
@@ -222,7 +154,7 @@ def run_demo(
         worker = start_worker(settings, log_path)
         try:
             waited = asyncio.run(wait_for_recommender(settings))
-        except (DemoError, KafkaError) as exc:
+        except (WorkerNotReady, KafkaError) as exc:
             tail = log_path.read_text(errors="replace")[-2000:]
             raise DemoError(f"worker not ready: {exc}\n--- worker log ---\n{tail}") from None
         typer.echo(f"worker answering after {waited:.1f}s; simulating for {duration:.0f}s")
@@ -242,3 +174,38 @@ def run_demo(
             stop_process(worker)
         if broker is not None:
             broker.stop()
+
+
+def demo(
+    duration: Annotated[float, typer.Option(help="Seconds of simulated load")] = 60.0,
+    rate: Annotated[float, typer.Option(help="Sessions per second")] = 20.0,
+    bootstrap: Annotated[
+        str | None, typer.Option(help="Use this Kafka instead of the embedded broker")
+    ] = None,
+    model_dir: Annotated[Path, typer.Option(help="Models (trained here if missing)")] = Path(
+        "artifacts/models"
+    ),
+    data: Annotated[
+        str | None,
+        typer.Option(help="kind:path of a training log (default: a synthetic world)"),
+    ] = None,
+    strategy: Annotated[str, typer.Option(help="Worker strategy")] = "onnx",
+    live: Annotated[bool, typer.Option(help="Live terminal view")] = True,
+    out: Annotated[Path | None, typer.Option(help="Report directory")] = None,
+) -> None:
+    """The whole loop: broker, models, worker and simulated users, then the report."""
+    try:
+        code = run_demo(
+            duration=duration,
+            rate=rate,
+            bootstrap=bootstrap,
+            model_dir=model_dir,
+            data=data,
+            strategy=strategy,
+            live=live,
+            out=out,
+        )
+    except DemoError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(3) from None
+    raise typer.Exit(code)

@@ -24,8 +24,8 @@ def worker(
     loglevel: Annotated[str, typer.Option(help="Faust log level")] = "warning",
 ) -> None:
     """Run the Faust recommender worker (settings from RECLOOP_* variables and options)."""
-    # Options become environment variables so streams.app builds the same Settings that
-    # `faust -A streams.app worker` would, from one place.
+    # Options become environment variables so recloop.streams.app builds the same Settings that
+    # `faust -A recloop.streams.app worker` would, from one place.
     for name, value in {
         "RECLOOP_BOOTSTRAP": bootstrap,
         "RECLOOP_WORKER__STRATEGY": strategy,
@@ -34,10 +34,10 @@ def worker(
     }.items():
         if value is not None:
             os.environ[name] = str(value)
-    from streams.config import ConfigError
+    from recloop.core.settings import ConfigError
 
     try:
-        from streams.app import app as faust_app
+        from recloop.streams.app import app as faust_app
     except ConfigError as exc:
         typer.secho(str(exc), fg="red", err=True)
         raise typer.Exit(2) from None

@@ -1,0 +1,5 @@
+"""The `recloop` command line: the only place that wires the packages together."""
+
+from recloop.cli.app import app
+
+__all__ = ["app"]
