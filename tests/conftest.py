@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from recloop.brokers import BROKERS, LocalBroker
+from tests.support import require_tool
 
 EXTERNAL = os.environ.get("RECLOOP_BOOTSTRAP")
 BROKER_KINDS = ["external"] if EXTERNAL else ["tansu", "kafka"]
@@ -52,6 +53,10 @@ def kafka(_local_brokers: dict[str, LocalBroker]) -> Broker:
 
 
 def _started(kind: str, started: dict[str, LocalBroker]) -> Broker:
+    if kind == "kafka":
+        # Real Apache Kafka runs on Java; its jars come through Maven (`make kafka-jars`).
+        require_tool("java")
+        require_tool("mvn")
     if kind not in started:
         started[kind] = BROKERS[kind]().start()
     return Broker(kind, started[kind].bootstrap)

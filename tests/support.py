@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -12,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from recloop.core.contract import EventType, UserEvent, encode
@@ -21,6 +23,19 @@ from recloop.processes import start_worker
 ROOT = Path(__file__).resolve().parent.parent
 MOVIELENS = ROOT / "data" / "movielens-latest-small"
 """MovieLens ml-latest-small, carried by the repository (licence in its README.txt)."""
+PREREQUISITES = "sudo apt-get install -y openjdk-17-jre-headless maven prometheus"
+"""The README's one prerequisites line: everything `make test` needs beyond Python."""
+
+
+def require_tool(name: str) -> str:
+    """The path of a system tool, or fail the test at once with how to install it."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(
+            f"`{name}` is not installed; install the prerequisites with: {PREREQUISITES}",
+            pytrace=False,
+        )
+    return path
 
 
 def unique_topics(prefix: str = "t") -> Topics:

@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from tests.support import require_tool
+
 ROOT = Path(__file__).resolve().parents[2]
 RULES_FILE = ROOT / "prometheus" / "rules" / "recloop.yml"
 PROMETHEUS_CONFIG = ROOT / "prometheus" / "prometheus.yml"
@@ -159,11 +161,7 @@ class Prometheus:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> Prometheus:
-        binary = shutil.which("prometheus") or "/usr/bin/prometheus"
-        if not Path(binary).exists():
-            raise PrometheusError(
-                "prometheus is not installed; `apt-get install prometheus` (see .ci/run)"
-            )
+        binary = require_tool("prometheus")
         log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
             [
@@ -240,9 +238,7 @@ class Prometheus:
 
 def promtool(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
     """Run promtool; the result carries stdout/stderr for assertion messages."""
-    binary = shutil.which("promtool") or "/usr/bin/promtool"
-    if not Path(binary).exists():
-        raise PrometheusError("promtool is not installed; `apt-get install prometheus`")
+    binary = require_tool("promtool")
     return subprocess.run(
         [binary, *args],
         input=stdin.decode() if stdin is not None else None,
