@@ -31,8 +31,10 @@ from types import TracebackType
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from recloop.core.errors import RunError
 
-class BrokerError(RuntimeError):
+
+class BrokerError(RunError):
     """A local broker could not be fetched, started or reached."""
 
 

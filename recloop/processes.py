@@ -17,13 +17,14 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from recloop.core.contract import EventType, UserEvent, decode_recommendation, encode
+from recloop.core.errors import RunError
 from recloop.core.settings import Settings, settings_env
 from recloop.core.topics import assign_at_end
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class WorkerNotReady(RuntimeError):
+class WorkerNotReady(RunError):
     """The worker did not answer a probe event in time."""
 
 

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recloop.core.errors import InvalidInputError
 from recloop.simulator.scenario import PopulationSpec, UserSpec
 
 
-class PopulationError(RuntimeError):
+class PopulationError(InvalidInputError):
     """The population could not be built (e.g. no trained model where the scenario says)."""
 
 

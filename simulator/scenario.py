@@ -24,10 +24,11 @@ from pydantic import (
     field_validator,
 )
 
+from recloop.core.errors import InvalidInputError
 from recloop.simulator.thresholds import Threshold, ThresholdError, parse_threshold
 
 
-class ScenarioError(ValueError):
+class ScenarioError(InvalidInputError, ValueError):
     """The scenario file is invalid; the message names each bad key and the allowed values."""
 
 

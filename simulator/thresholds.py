@@ -13,8 +13,10 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from recloop.core.errors import InvalidInputError
 
-class ThresholdError(ValueError):
+
+class ThresholdError(InvalidInputError, ValueError):
     """A threshold expression could not be parsed; the message shows the accepted forms."""
 
 

@@ -13,10 +13,12 @@ from typing import Protocol
 
 import numpy as np
 
+from recloop.core.errors import InvalidInputError
+
 ScoredSlate = list[tuple[str, float]]
 
 
-class StrategyError(RuntimeError):
+class StrategyError(InvalidInputError):
     """A strategy could not be built (missing or invalid model directory)."""
 
 

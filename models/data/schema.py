@@ -27,6 +27,7 @@ import msgspec
 import numpy as np
 
 from recloop.core.contract import EventType
+from recloop.core.errors import InvalidInputError
 
 EVENT_TYPES: tuple[EventType, ...] = tuple(EventType)
 """Code -> event type; the `event_type` column holds indices into this tuple."""
@@ -37,7 +38,7 @@ ITEM_EVENT_CODES = np.array(
 )
 
 
-class DataError(ValueError):
+class DataError(InvalidInputError, ValueError):
     """A data set could not be used; the message names the file, line and column when known."""
 
     def __init__(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import msgspec
 
+from recloop.core.errors import InvalidInputError
 from recloop.models.runtime.vocab import Vocabulary
 
 CARD_FILE = "card.json"
@@ -15,7 +16,7 @@ ITEMS_FILE = "items.json"
 CARD_FORMAT = 1
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(InvalidInputError):
     """A model directory is missing, incomplete or inconsistent with its card."""
 
 

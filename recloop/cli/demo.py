@@ -21,6 +21,7 @@ import typer
 from aiokafka.errors import KafkaError
 
 from recloop.cli.simulate import run_and_report
+from recloop.core.errors import RunError
 from recloop.core.settings import Topics, WorkerConfig, load_settings
 from recloop.processes import WorkerNotReady, start_worker, stop_process, wait_for_recommender
 from recloop.simulator.scenario import Scenario, scenario_from_dict
@@ -34,7 +35,7 @@ def register(app: typer.Typer) -> None:
     app.command()(demo)
 
 
-class DemoError(RuntimeError):
+class DemoError(RunError):
     """A step of the demo failed; the message says which and what to do."""
 
 

@@ -21,6 +21,8 @@ from typing import Annotated, TypeVar
 
 import msgspec
 
+from recloop.core.errors import InvalidInputError
+
 SCHEMA_VERSION = 1
 """Bumped on any incompatible change; decoders reject versions they do not know."""
 
@@ -128,7 +130,7 @@ class DeadLetter(msgspec.Struct, kw_only=True, omit_defaults=True):
     schema: int = SCHEMA_VERSION
 
 
-class ContractError(ValueError):
+class ContractError(InvalidInputError, ValueError):
     """A message broke the contract. `reason` is machine-readable, `field` names the culprit."""
 
     def __init__(self, reason: DeadLetterReason, detail: str, field: str | None = None) -> None:

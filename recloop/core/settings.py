@@ -23,9 +23,10 @@ from pydantic_settings import (
 )
 
 from recloop.core.contract import DEFAULT_MAX_MESSAGE_BYTES
+from recloop.core.errors import InvalidInputError
 
 
-class ConfigError(ValueError):
+class ConfigError(InvalidInputError, ValueError):
     """The configuration is invalid; the message names each bad key and what it expects."""
 
 

@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from recloop.core.errors import RunError
 from recloop.core.settings import Settings
 
 
@@ -34,7 +35,7 @@ async def ensure_topics(settings: Settings, extra: list[str] | None = None) -> N
         await admin.close()
 
 
-class TopicError(RuntimeError):
+class TopicError(RunError):
     """A topic cannot be read or created; the message names it and the cause."""
 
 

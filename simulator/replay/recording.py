@@ -22,6 +22,8 @@ from typing import BinaryIO
 import msgspec
 import zstandard
 
+from recloop.core.errors import InvalidInputError
+
 FORMAT = "recloop-recording"
 FORMAT_VERSION = 1
 FLUSH_EVERY = 2000
@@ -117,7 +119,7 @@ def _text_or_bytes(raw: bytes | None) -> tuple[str | None, bytes | None]:
         return None, raw
 
 
-class RecordingError(ValueError):
+class RecordingError(InvalidInputError, ValueError):
     """A recording could not be read; names the file and line."""
 
     def __init__(self, message: str, *, path: str | Path, line: int | None = None) -> None:

@@ -28,13 +28,14 @@ from pathlib import Path
 import numpy as np
 
 from recloop.core.contract import ContractError, EventType, UserEvent, decode_event
+from recloop.core.errors import InvalidInputError
 from recloop.models.data.loaders import LOADERS, ColumnMapping, LoadReport, load_table
 from recloop.models.data.preprocess import DEFAULT_SESSION_GAP, sessionise
 from recloop.models.data.schema import EVENT_TYPES, DataError, EventLog
 from recloop.simulator.replay.recording import Header, Problem, read_recording
 
 
-class ReplayInputError(ValueError):
+class ReplayInputError(InvalidInputError, ValueError):
     """The replay input is unusable (or, with --strict, has a bad row); names file and line."""
 
 
