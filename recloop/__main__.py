@@ -1,5 +1,5 @@
 """`python -m recloop` is the `recloop` command."""
 
-from recloop.cli import app
+from recloop.cli.app import main
 
-app()
+main()

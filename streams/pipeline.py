@@ -29,7 +29,7 @@ from recloop.core.contract import (
 from recloop.core.settings import WorkerConfig
 from recloop.streams import metrics
 from recloop.streams.state import UserState, apply, classify, decode_state, encode_state
-from recloop.streams.strategies import RandomStrategy, Strategy
+from recloop.streams.strategies import RandomStrategy, Ranker
 
 
 class Pending(msgspec.Struct):
@@ -54,7 +54,7 @@ class Pipeline:
     def __init__(
         self,
         config: WorkerConfig,
-        strategy: Strategy,
+        strategy: Ranker,
         table: MutableMapping[bytes, bytes],
         max_message_bytes: int,
         clock: Callable[[], float] = time.time,

@@ -14,6 +14,7 @@ from typing import Protocol
 import numpy as np
 
 from recloop.core.errors import InvalidInputError
+from recloop.core.settings import Strategy
 
 ScoredSlate = list[tuple[str, float]]
 
@@ -22,8 +23,8 @@ class StrategyError(InvalidInputError):
     """A strategy could not be built (missing or invalid model directory)."""
 
 
-class Strategy(Protocol):
-    """Ranks items for a batch of users from their recent item histories."""
+class Ranker(Protocol):
+    """A strategy's implementation: ranks items for a batch of users from their item histories."""
 
     name: str
     version: str
@@ -36,7 +37,7 @@ class Strategy(Protocol):
 class RandomStrategy:
     """Uniformly random items from a growing catalogue: the floor every recommender must beat."""
 
-    name = "random"
+    name = Strategy.RANDOM
     version = "random-1"
 
     def __init__(self, catalogue: list[str] | None = None, seed: int = 0) -> None:
@@ -78,7 +79,7 @@ class ModelStrategy:
     error; reserved indices and excluded (-inf) scores never reach a slate.
     """
 
-    def __init__(self, name: str, model_dir: Path, threads: int | None = 1) -> None:
+    def __init__(self, name: Strategy | str, model_dir: Path, threads: int | None = 1) -> None:
         from recloop.models.runtime import (
             CooccurrenceRecommender,
             ModelDir,
@@ -87,10 +88,11 @@ class ModelStrategy:
             RecommenderRuntime,
         )
 
+        name = Strategy(name)
         loaders = {
-            "onnx": RecommenderRuntime,
-            "popular": PopularRecommender,
-            "cooccurrence": CooccurrenceRecommender,
+            Strategy.ONNX: RecommenderRuntime,
+            Strategy.POPULAR: PopularRecommender,
+            Strategy.COOCCURRENCE: CooccurrenceRecommender,
         }
         try:
             md = ModelDir(model_dir)
@@ -99,12 +101,14 @@ class ModelStrategy:
             # One intra-op thread by default: with more, onnxruntime's pool threads spin-wait
             # after every run and took ~40% of a core from the event loop on 2 cores.
             self._model = (
-                RecommenderRuntime.load(md, threads) if name == "onnx" else loaders[name].load(md)
+                RecommenderRuntime.load(md, threads)
+                if name is Strategy.ONNX
+                else loaders[name].load(md)
             )
         except (ModelLoadError, FileNotFoundError, OSError, ValueError, KeyError) as exc:
             raise StrategyError(
-                f"strategy {name!r} needs a trained model directory at {model_dir}: {exc} "
-                f"(run `recloop train --out {model_dir}` or set RECLOOP_WORKER__MODEL_DIR)"
+                f"strategy {name.value!r} needs a trained model directory: {exc} "
+                "(or point --model-dir / RECLOOP_WORKER__MODEL_DIR at one)"
             ) from exc
         self.name = name
         self.card_version = md.version
@@ -155,7 +159,7 @@ class ModelWatcher:
 
     def __init__(
         self,
-        name: str,
+        name: Strategy,
         model_dir: Path,
         current_card_version: str | None,
         threads: int | None = 1,
@@ -193,9 +197,14 @@ class ModelWatcher:
         return strategy
 
 
-def build_strategy(name: str, model_dir: Path, threads: int | None = 1) -> Strategy:
+def build_strategy(name: Strategy | str, model_dir: Path, threads: int | None = 1) -> Ranker:
     """The strategy called `name`, loading its model from `model_dir` where it needs one."""
-    if name == "random":
+    try:
+        name = Strategy(name)
+    except ValueError:
+        choices = ", ".join(Strategy)
+        raise StrategyError(f"unknown strategy {name!r}; choose {choices}") from None
+    if name is Strategy.RANDOM:
         catalogue: list[str] = []
         items = model_dir / "items.json"
         if items.is_file():
@@ -203,6 +212,4 @@ def build_strategy(name: str, model_dir: Path, threads: int | None = 1) -> Strat
 
             catalogue = [i for i in json.loads(items.read_text())[2:] if i]
         return RandomStrategy(catalogue)
-    if name in {"onnx", "popular", "cooccurrence"}:
-        return ModelStrategy(name, model_dir, threads)
-    raise StrategyError(f"unknown strategy {name!r}; choose onnx, popular, cooccurrence or random")
+    return ModelStrategy(name, model_dir, threads)

@@ -1,5 +1,5 @@
 """The `recloop` command line: the only place that wires the packages together."""
 
-from recloop.cli.app import app
+from recloop.cli.app import app, main
 
-__all__ = ["app"]
+__all__ = ["app", "main"]

@@ -22,7 +22,7 @@ from aiokafka.errors import KafkaError
 
 from recloop.cli.simulate import run_and_report
 from recloop.core.errors import RunError
-from recloop.core.settings import Topics, WorkerConfig, load_settings
+from recloop.core.settings import Strategy, Topics, WorkerConfig, load_settings
 from recloop.processes import WorkerNotReady, start_worker, stop_process, wait_for_recommender
 from recloop.simulator.scenario import Scenario, scenario_from_dict
 
@@ -112,12 +112,12 @@ def run_demo(
     bootstrap: str | None = None,
     model_dir: Path = Path("artifacts/models"),
     data: str | None = None,
-    strategy: str = "onnx",
+    strategy: Strategy = Strategy.ONNX,
     live: bool = True,
     out: Path | None = None,
 ) -> int:
     """Run the demo; returns the simulator's exit code (0 when every threshold passed)."""
-    from recloop.brokers import BrokerError, EmbeddedBroker, free_port
+    from recloop.brokers import EmbeddedBroker, free_port
     from recloop.core.topics import ensure_topics
     from recloop.simulator.population import Shard
 
@@ -129,10 +129,7 @@ def run_demo(
     try:
         if bootstrap is None:
             typer.echo("starting the embedded broker (Tansu)...")
-            try:
-                broker = EmbeddedBroker().start()
-            except BrokerError as exc:
-                raise DemoError(str(exc)) from None
+            broker = EmbeddedBroker().start()
             bootstrap = broker.bootstrap
         base = load_settings(bootstrap=bootstrap)
         tag = uuid.uuid4().hex[:6]
@@ -190,23 +187,19 @@ def demo(
         str | None,
         typer.Option(help="kind:path of a training log (default: a synthetic world)"),
     ] = None,
-    strategy: Annotated[str, typer.Option(help="Worker strategy")] = "onnx",
+    strategy: Annotated[Strategy, typer.Option(help="Worker strategy")] = Strategy.ONNX,
     live: Annotated[bool, typer.Option(help="Live terminal view")] = True,
     out: Annotated[Path | None, typer.Option(help="Report directory")] = None,
 ) -> None:
     """The whole loop: broker, models, worker and simulated users, then the report."""
-    try:
-        code = run_demo(
-            duration=duration,
-            rate=rate,
-            bootstrap=bootstrap,
-            model_dir=model_dir,
-            data=data,
-            strategy=strategy,
-            live=live,
-            out=out,
-        )
-    except DemoError as exc:
-        typer.secho(str(exc), fg="red", err=True)
-        raise typer.Exit(3) from None
+    code = run_demo(
+        duration=duration,
+        rate=rate,
+        bootstrap=bootstrap,
+        model_dir=model_dir,
+        data=data,
+        strategy=strategy,
+        live=live,
+        out=out,
+    )
     raise typer.Exit(code)

@@ -11,10 +11,7 @@ from typing import Annotated
 
 import typer
 
-
-def _fail(exc: Exception) -> typer.Exit:
-    typer.secho(str(exc), fg="red", err=True)
-    return typer.Exit(1)
+from recloop.core.errors import RunError
 
 
 def data(
@@ -31,12 +28,8 @@ def data(
 
     from recloop.models.data.loaders import load
     from recloop.models.data.loaders import write_jsonl as write
-    from recloop.models.data.schema import DataError
 
-    try:
-        log = load(spec, lenient=lenient)
-    except DataError as exc:
-        raise _fail(exc) from None
+    log = load(spec, lenient=lenient)
     typer.echo(msgspec.json.format(msgspec.json.encode(log.summary())).decode())
     if write_jsonl:
         typer.echo(f"wrote {write(log, write_jsonl)} events to {write_jsonl}")
@@ -52,22 +45,20 @@ def train(
 ) -> None:
     """Train all models (TensorFlow), export ONNX, write the model card and offline metrics."""
     from recloop.models.data.loaders import load
-    from recloop.models.data.schema import DataError
 
     try:
         from recloop.models.train.config import TrainConfig
         from recloop.models.train.pipeline import train_all
     except ImportError as exc:
-        message = f"training needs the extra: pip install -e '.[train]' ({exc})"
-        raise _fail(RuntimeError(message)) from None
+        raise RunError(f"training needs the extra: pip install -e '.[train]' ({exc})") from None
     from recloop.models.evaluate import format_table
 
     try:
         config = TrainConfig.preset_named(preset)
-        config.seed = seed
-        card = train_all(load(data_spec), out, config)
-    except (DataError, ValueError) as exc:
-        raise _fail(exc) from None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--preset") from None
+    config.seed = seed
+    card = train_all(load(data_spec), out, config)
     typer.echo(f"model version {card.version} written to {out}")
     typer.echo(
         f"training seconds: {json.dumps({k: round(v, 1) for k, v in card.training_seconds.items()})}"
@@ -84,29 +75,25 @@ def evaluate(
 ) -> None:
     """Offline metrics on the held-out chronological split, baselines beside the model."""
     from recloop.models.data.loaders import load
-    from recloop.models.data.schema import DataError
     from recloop.models.evaluate import evaluate_all, format_table
-    from recloop.models.runtime import ModelDir, ModelLoadError
+    from recloop.models.runtime import ModelDir
     from recloop.models.train.config import TrainConfig
     from recloop.models.train.pipeline import prepare
 
-    try:
-        md = ModelDir(model_dir)
-        spec = data_spec or md.card.data_source
-        cfg = md.card.training_config
-        config = TrainConfig.preset_named(str(cfg.get("preset", "full")))
-        config.seed = int(cfg.get("seed", 0))  # type: ignore[arg-type]
-        prep = prepare(load(spec), config)
-        if prep.vocab.sha256() != md.card.vocab_sha256:
-            typer.secho(
-                "warning: this data gives a different vocabulary than the model's; "
-                "unknown items count as misses",
-                fg="yellow",
-                err=True,
-            )
-        metrics = evaluate_all(md, prep.held)
-    except (DataError, ModelLoadError, ValueError) as exc:
-        raise _fail(exc) from None
+    md = ModelDir(model_dir)
+    spec = data_spec or md.card.data_source
+    cfg = md.card.training_config
+    config = TrainConfig.preset_named(str(cfg.get("preset", "full")))
+    config.seed = int(cfg.get("seed", 0))  # type: ignore[arg-type]
+    prep = prepare(load(spec), config)
+    if prep.vocab.sha256() != md.card.vocab_sha256:
+        typer.secho(
+            "warning: this data gives a different vocabulary than the model's; "
+            "unknown items count as misses",
+            fg="yellow",
+            err=True,
+        )
+    metrics = evaluate_all(md, prep.held)
     typer.echo(f"model {md.version} on {spec}")
     typer.echo(format_table(metrics))
     target = out or model_dir / "metrics.json"

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from recloop.core.settings import Strategy
+
+if TYPE_CHECKING:
+    from recloop.core.settings import Settings
 
 
 def register(app: typer.Typer) -> None:
@@ -17,11 +23,20 @@ def register(app: typer.Typer) -> None:
 def worker(
     bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers")] = None,
     strategy: Annotated[
-        str | None, typer.Option(help="onnx, popular, cooccurrence or random")
+        Strategy | None, typer.Option(help="How to recommend (random needs no model)")
     ] = None,
     model_dir: Annotated[Path | None, typer.Option(help="Trained model directory")] = None,
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus port (0: off)")] = None,
     loglevel: Annotated[str, typer.Option(help="Faust log level")] = "warning",
+    create_topics: Annotated[
+        bool | None,
+        typer.Option(
+            "--create-topics/--no-create-topics",
+            help="Create missing topics at start-up (default: worker.create_topics, on); "
+            "off: exit naming a missing topic",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the Faust recommender worker (settings from RECLOOP_* variables and options)."""
     # Options become environment variables so recloop.streams.app builds the same Settings that
@@ -31,17 +46,20 @@ def worker(
         "RECLOOP_WORKER__STRATEGY": strategy,
         "RECLOOP_WORKER__MODEL_DIR": model_dir,
         "RECLOOP_WORKER__METRICS_PORT": metrics_port,
+        "RECLOOP_WORKER__CREATE_TOPICS": None if create_topics is None else str(create_topics),
     }.items():
         if value is not None:
             os.environ[name] = str(value)
-    from recloop.core.settings import ConfigError
+    from recloop.core.settings import load_settings
 
-    try:
-        from recloop.streams.app import app as faust_app
-    except ConfigError as exc:
-        typer.secho(str(exc), fg="red", err=True)
-        raise typer.Exit(2) from None
+    # Before Faust starts: it neither creates the topics its agent reads nor fails without them
+    # (it logs "not found in cluster metadata" and idles).
+    _prepare_topics(load_settings())
+    # Importing the app loads the settings and the strategy: a ConfigError or StrategyError here
+    # ends as one line and exit 2 through the CLI's error handler.
     from faust.worker import Worker
+
+    from recloop.streams.app import app as faust_app
 
     worker = Worker(faust_app, loglevel=loglevel)
     # Faust's terminal spinner, enabled at loglevel warning and above, sets the root logger to
@@ -49,3 +67,26 @@ def worker(
     # per message sent) then builds a LogRecord. That was ~8% of the worker's CPU under load.
     worker.spinner = None
     worker.execute_from_commandline()
+
+
+def _prepare_topics(settings: Settings) -> None:
+    """Create the missing contract topics or, with creation off, fail naming them."""
+    from recloop.core.topics import TopicError, ensure_topics, missing_topics
+
+    # A private loop: asyncio.run would leave the thread without the event loop Faust expects.
+    loop = asyncio.new_event_loop()
+    try:
+        if settings.worker.create_topics:
+            if created := loop.run_until_complete(ensure_topics(settings)):
+                typer.echo(f"created topics {', '.join(created)} on {settings.bootstrap}", err=True)
+            return
+        missing = loop.run_until_complete(missing_topics(settings))
+    finally:
+        loop.close()
+    if missing:
+        names = ", ".join(repr(name) for name in missing)
+        what = f"topic {names} does not" if len(missing) == 1 else f"topics {names} do not"
+        raise TopicError(
+            f"{what} exist on {settings.bootstrap} and topic creation is off "
+            "(--no-create-topics); create them with `recloop topics create`"
+        )

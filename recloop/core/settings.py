@@ -8,6 +8,7 @@ cluster. pydantic-settings does the parsing, so a bad value is reported with its
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import ssl
@@ -62,11 +63,27 @@ class Topics(BaseModel):
     replication_factor: int = Field(1, ge=1)
 
 
+class Strategy(enum.StrEnum):
+    """How the worker recommends (`worker.strategy`, `recloop worker --strategy`)."""
+
+    ONNX = "onnx"
+    """The transformer trained by `recloop train`, run with onnxruntime."""
+    POPULAR = "popular"
+    COOCCURRENCE = "cooccurrence"
+    RANDOM = "random"
+    """Needs no model: the floor every recommender must beat, and the loop before training."""
+
+    @property
+    def needs_model(self) -> bool:
+        """Whether the strategy loads a trained model directory."""
+        return self is not Strategy.RANDOM
+
+
 class WorkerConfig(BaseModel):
     """The Faust recommender worker (`recloop worker`)."""
 
     app_id: str = "recloop-worker"
-    strategy: Literal["onnx", "popular", "cooccurrence", "random"] = "onnx"
+    strategy: Strategy = Strategy.ONNX
     model_dir: Path = Path("artifacts/models")
     slate_size: int = Field(10, ge=1, le=1000)
     exclude_seen: bool = True
@@ -99,6 +116,9 @@ class WorkerConfig(BaseModel):
     producer_linger_seconds: float = Field(0.005, ge=0.0, le=1.0)
     """How long the producer waits to fill a batch. 0 (Faust's default) sends one produce
     request per loop turn, which under load means one syscall per handful of records."""
+    create_topics: bool = True
+    """Create the missing contract topics at start-up (`recloop worker --no-create-topics`:
+    exit naming the missing topic instead, for clusters where topics are provisioned)."""
 
 
 class Settings(BaseSettings):

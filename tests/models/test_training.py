@@ -205,4 +205,4 @@ def test_cli_data_and_evaluate(synthetic_models, movielens_dir, tmp_path) -> Non
     assert "recommender/popular" in result.output and "behaviour/lm" in result.output
     assert json.loads(out.read_text())["behaviour/lstm"]["click_auc"] >= 0.75
     bad = runner.invoke(app, ["data", "movielens:/nonexistent"])
-    assert bad.exit_code == 1
+    assert bad.exit_code == 2  # bad input (README, "Exit codes")
