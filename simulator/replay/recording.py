@@ -107,6 +107,8 @@ class Trailer(msgspec.Struct, tag="trailer", tag_field="kind", kw_only=True, omi
 
 Line = Header | Record | Trailer
 _encoder = msgspec.json.Encoder()
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+"""The first four bytes of every zstd frame."""
 _decoder = msgspec.json.Decoder(Line)
 
 
@@ -241,6 +243,9 @@ class RecordingReader:
     def __iter__(self) -> Iterator[tuple[int, Record]]:
         line_no = 0
         for line_no, raw in self._lines():
+            if self.header is None:
+                self.header = self._read_header(line_no, raw)
+                continue
             if self.trailer is not None:
                 self._bad(line_no, "data after the trailer")
                 continue
@@ -250,31 +255,38 @@ class RecordingReader:
                 self._bad(line_no, f"not a valid recording line: {exc}")
                 continue
             if isinstance(item, Record):
-                if self.header is None:
-                    self._bad(line_no, "record before the header")
                 yield line_no, item
             elif isinstance(item, Header):
-                if line_no != 1:
-                    self._bad(line_no, "header not on the first line")
-                    continue
-                if item.format != FORMAT or item.version > FORMAT_VERSION:
-                    raise RecordingError(
-                        f"format {item.format!r} version {item.version} is not a "
-                        f"{FORMAT} version <= {FORMAT_VERSION}; upgrade RecLoop to read it",
-                        path=self.path,
-                        line=line_no,
-                    )
-                self.header = item
+                self._bad(line_no, "header not on the first line")
             else:
                 self.trailer = item
         if self.header is None and self.truncated is None:
-            raise RecordingError("no header: this is not a RecLoop recording", path=self.path)
+            raise RecordingError("not a RecLoop recording (no header)", path=self.path)
         if self.trailer is None and self.truncated is None:
             self._truncate(line_no + 1, "the file ends without a trailer (cut short?)")
         elif self.trailer is not None and self.truncated is None:
             records = sum(self.trailer.per_topic.values())
             if self.trailer.count != records:
                 self._truncate(line_no, "trailer counts disagree with each other")
+
+    def _read_header(self, line: int, raw: bytes) -> Header:
+        """The header on line 1; anything else means the file is not a recording at all."""
+        try:
+            item = _decoder.decode(raw)
+        except msgspec.DecodeError:
+            item = None
+        if line != 1 or not isinstance(item, Header):
+            raise RecordingError(
+                f"not a RecLoop recording (line {line} is not a {FORMAT} header)", path=self.path
+            )
+        if item.format != FORMAT or item.version > FORMAT_VERSION:
+            raise RecordingError(
+                f"format {item.format!r} version {item.version} is not a "
+                f"{FORMAT} version <= {FORMAT_VERSION}; upgrade RecLoop to read it",
+                path=self.path,
+                line=line,
+            )
+        return item
 
     def _bad(self, line: int, detail: str) -> None:
         if self.strict:
@@ -292,6 +304,13 @@ class RecordingReader:
         line_no = 0
         rest = b""
         with self.path.open("rb") as handle:
+            # Check the zstd frame magic first: other bytes are not a recording at all, which
+            # is a different fault from a real recording cut short (reported as truncated).
+            if handle.read(len(_ZSTD_MAGIC)) != _ZSTD_MAGIC:
+                raise RecordingError(
+                    "not a RecLoop recording (not zstd-compressed)", path=self.path
+                )
+            handle.seek(0)
             reader = zstandard.ZstdDecompressor().stream_reader(handle, read_across_frames=True)
             while True:
                 try:
