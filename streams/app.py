@@ -221,23 +221,29 @@ def create_app(settings: Settings) -> faust.App:
         metrics.MODEL_RELOADS.labels("loaded").inc()
         log.info("model reloaded: %s -> %s", old.version, fresh.version)
 
+    lag_partitions: set[str] = set()  # the CONSUMER_LAG label values this worker has set
+
     @app.timer(interval=cfg.lag_interval_seconds)
     async def _gauges() -> None:
         metrics.TABLE_USERS.set(len(table))
-        await _update_lag(app, topics.events, pipeline)
+        await _update_lag(app, topics.events, pipeline, lag_partitions)
 
     return app
 
 
-async def _update_lag(app: faust.App, topic: str, pipeline: Pipeline) -> None:
-    """Consumer lag per assigned events partition, and how many partitions this worker has."""
+async def _update_lag(app: faust.App, topic: str, pipeline: Pipeline, reported: set[str]) -> None:
+    """Consumer lag per assigned events partition, and how many partitions this worker has.
+
+    `reported` holds the partitions with a lag gauge, so those revoked by a rebalance are
+    removed (prometheus-client has no public listing of a metric's label sets).
+    """
     consumer = app.consumer
     assigned = sorted(tp for tp in consumer.assignment() if tp.topic == topic)
     metrics.ASSIGNED_PARTITIONS.set(len(assigned))
     mine = {str(tp.partition) for tp in assigned}
-    for labels in list(metrics.CONSUMER_LAG._metrics):  # partitions revoked by a rebalance
-        if labels[0] not in mine:
-            metrics.CONSUMER_LAG.remove(*labels)
+    for partition in reported - mine:
+        metrics.CONSUMER_LAG.remove(partition)
+    reported &= mine
     for tp in assigned:
         try:
             highwater = consumer.highwater(tp)
@@ -248,6 +254,7 @@ async def _update_lag(app: faust.App, topic: str, pipeline: Pipeline) -> None:
             continue
         if highwater is not None and highwater >= 0 and position is not None:
             metrics.CONSUMER_LAG.labels(str(tp.partition)).set(max(0, highwater - position))
+            reported.add(str(tp.partition))
 
 
 app = create_app(load_settings())
