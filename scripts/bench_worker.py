@@ -87,7 +87,6 @@ def fresh_topics(tag: str, partitions: int) -> Topics:
         events=f"{t}.events",
         recommendations=f"{t}.recs",
         dead_letters=f"{t}.dlq",
-        control=f"{t}.control",
         partitions=partitions,
     )
 
@@ -244,7 +243,6 @@ class WorkerUnderTest:
             "RECLOOP_TOPICS__EVENTS": settings.topics.events,
             "RECLOOP_TOPICS__RECOMMENDATIONS": settings.topics.recommendations,
             "RECLOOP_TOPICS__DEAD_LETTERS": settings.topics.dead_letters,
-            "RECLOOP_TOPICS__CONTROL": settings.topics.control,
             "RECLOOP_TOPICS__PARTITIONS": str(settings.topics.partitions),
             "RECLOOP_WORKER__APP_ID": f"bench-{uuid.uuid4().hex[:6]}",
             "RECLOOP_WORKER__STRATEGY": "onnx",

@@ -45,7 +45,6 @@ def unique_topics(prefix: str = "t") -> Topics:
         events=f"{tag}.events",
         recommendations=f"{tag}.recs",
         dead_letters=f"{tag}.dlq",
-        control=f"{tag}.control",
         partitions=4,
     )
 

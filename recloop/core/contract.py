@@ -221,8 +221,3 @@ def decode_recommendation(raw: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 def decode_dead_letter(raw: bytes) -> DeadLetter:
     """Decode a `DeadLetter` record (for tools that read the dead-letter topic)."""
     return _dlq_decoder.decode(raw)
-
-
-def user_key(user_id: str) -> bytes:
-    """The Kafka key for a user's records: every topic is partitioned by user id."""
-    return user_id.encode()
