@@ -46,6 +46,33 @@ class WorldParams:
     start_time: float = 1_700_000_000.0
 
 
+def reaction_probabilities(
+    p: WorldParams,
+    affinity: np.ndarray,
+    popularity: np.ndarray,
+    position_bias: np.ndarray,
+    step: np.ndarray | int,
+    best: np.ndarray | float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The world's true click, buy-given-click and leave probabilities: its one reaction model.
+
+    `affinity` (<u, v_i>) and `popularity` are [..., S] over the slate, `position_bias` [S];
+    `step` and `best` (the best affinity on the slate) are [...] or scalars. The generator, the
+    ground-truth checks and the simulator's world behaviour all use it, so they cannot drift.
+    """
+    step = np.asarray(step)
+    click_logit = (
+        p.affinity * affinity
+        + p.popularity_weight * popularity
+        + position_bias
+        - p.fatigue * step[..., None]
+        + p.click_bias
+    )
+    buy_logit = p.affinity * affinity - 1.0
+    leave_logit = p.leave_bias + p.fatigue * 4 * step - p.leave_quality * np.asarray(best)
+    return _sigmoid(click_logit), _sigmoid(buy_logit), _sigmoid(leave_logit)
+
+
 @dataclass(slots=True)
 class SyntheticWorld:
     """Ground truth plus the generated log (canonical events + exposures)."""
@@ -128,21 +155,12 @@ class SyntheticWorld:
                     slate = np.concatenate([pop_part, rest])
                     rng.shuffle(slate)
                     affinity = items_v[slate] @ users_v[u]
-                    logit = (
-                        p.affinity * affinity
-                        + p.popularity_weight * popularity[slate]
-                        + position_bias
-                        - p.fatigue * step
-                        + p.click_bias
+                    p_click, p_buy, p_leave = reaction_probabilities(
+                        p, affinity, popularity[slate], position_bias, step, affinity.max()
                     )
-                    clicked = rng.random(p.slate_size) < _sigmoid(logit)
-                    bought = clicked & (
-                        rng.random(p.slate_size) < _sigmoid(p.affinity * affinity - 1)
-                    )
-                    leave_logit = (
-                        p.leave_bias + p.fatigue * 4 * step - p.leave_quality * affinity.max()
-                    )
-                    left = bool(rng.random() < _sigmoid(leave_logit)) or step == p.max_steps - 1
+                    clicked = rng.random(p.slate_size) < p_click
+                    bought = clicked & (rng.random(p.slate_size) < p_buy)
+                    left = bool(rng.random() < p_leave) or step == p.max_steps - 1
                     exposures.append(
                         Exposure(
                             user_id=user_ids[u],
@@ -192,15 +210,16 @@ class SyntheticWorld:
 
     def click_probability(self, user: int, slate: np.ndarray, step: int = 0) -> np.ndarray:
         """Ground-truth click probabilities for a slate of item indices (no randomness)."""
-        p = self.params
-        logit = (
-            p.affinity * (self.item_vectors[slate] @ self.user_vectors[user])
-            + p.popularity_weight * self.popularity[slate]
-            + self.position_bias[: len(slate)]
-            - p.fatigue * step
-            + p.click_bias
+        affinity = self.item_vectors[slate] @ self.user_vectors[user]
+        p_click, _, _ = reaction_probabilities(
+            self.params,
+            affinity,
+            self.popularity[slate],
+            self.position_bias[: len(slate)],
+            step,
+            affinity.max(),
         )
-        return _sigmoid(logit)
+        return p_click
 
     def best_items(self, user: int, k: int) -> np.ndarray:
         """The k items this user is most likely to click (ground truth for hit-rate checks)."""
