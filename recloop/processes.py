@@ -62,12 +62,12 @@ async def wait_for_recommender(settings: Settings, timeout: float = 90.0) -> flo
     t = settings.topics
     consumer = AIOKafkaConsumer(**kw, group_id=None, auto_offset_reset="latest")
     producer = AIOKafkaProducer(**kw)
-    await consumer.start()
-    await producer.start()
     started = time.monotonic()
     probe = f"probe-{uuid.uuid4().hex[:8]}"
     seq = int(time.time() * 1000) * 1000
-    try:
+    try:  # stops both clients even when one fails to start (stopping an unstarted one is a no-op)
+        await consumer.start()
+        await producer.start()
         await assign_at_end(consumer, producer, t.recommendations)
         while time.monotonic() - started < timeout:
             seq += 1

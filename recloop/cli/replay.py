@@ -12,8 +12,7 @@ from typing import Annotated
 
 import typer
 
-EXIT_BAD_INPUT = 2
-EXIT_KAFKA = 3
+from recloop.core.errors import InvalidInputError
 
 
 def _epoch(value: str | None) -> float | None:
@@ -68,15 +67,11 @@ def register(app: typer.Typer) -> None:
         """Capture topics (default: the events and recommendations topics) to a file."""
         from rich.console import Console
 
-        from recloop.core.settings import ConfigError, load_settings
-        from recloop.simulator.replay.record import Bounds, RecordError
+        from recloop.core.settings import load_settings
+        from recloop.simulator.replay.record import Bounds
 
         console = Console(stderr=True)
-        try:
-            settings = load_settings(bootstrap=bootstrap)
-        except ConfigError as exc:
-            console.print(f"[red]{exc}")
-            raise typer.Exit(EXIT_BAD_INPUT) from None
+        settings = load_settings(bootstrap=bootstrap)
         topics = topic or [settings.topics.events, settings.topics.recommendations]
         bounds = Bounds(
             start="latest" if from_latest else "earliest",
@@ -86,13 +81,9 @@ def register(app: typer.Typer) -> None:
             idle_seconds=idle_seconds,
         )
         with console.status("recording") as status:
-            try:
-                trailer = asyncio.run(
-                    _record(settings, topics, path, bounds, lambda n: status.update(f"{n} records"))
-                )
-            except RecordError as exc:
-                console.print(f"[red]{exc}")
-                raise typer.Exit(EXIT_KAFKA) from None
+            trailer = asyncio.run(
+                _record(settings, topics, path, bounds, lambda n: status.update(f"{n} records"))
+            )
         console.print(
             f"{trailer.count} records from {', '.join(topics)} -> {path} "
             f"(stopped by {trailer.stopped_by}; {path.stat().st_size / 1e6:.2f} MB)"
@@ -157,11 +148,10 @@ def register(app: typer.Typer) -> None:
         """Publish a recording or an event log to Kafka, paced, keyed by user."""
         from rich.console import Console
 
-        from recloop.core.settings import ConfigError, load_settings
+        from recloop.core.settings import load_settings
         from recloop.simulator.replay.amplify import Selection, clone, in_replay_order, select
-        from recloop.simulator.replay.recording import RecordingError
-        from recloop.simulator.replay.replay import Options, Plan, ReplayError
-        from recloop.simulator.replay.sources import ReplayInputError, load_source
+        from recloop.simulator.replay.replay import Options, Plan
+        from recloop.simulator.replay.sources import load_source
 
         console = Console(stderr=True)
         if timestamps not in ("keep", "shift", "scale"):
@@ -170,8 +160,8 @@ def register(app: typer.Typer) -> None:
         users = set(user or [])
         if users_file is not None:
             users |= {u.strip() for u in users_file.read_text().splitlines() if u.strip()}
+        settings = load_settings(bootstrap=bootstrap)
         try:
-            settings = load_settings(bootstrap=bootstrap)
             selection = Selection(
                 start=_epoch(start),
                 end=_epoch(end),
@@ -180,17 +170,16 @@ def register(app: typer.Typer) -> None:
                 seed=seed,
                 event_types=frozenset(event_type) if event_type else None,
             )
-            with console.status(f"loading {source}"):
-                loaded = load_source(
-                    source,
-                    strict=strict,
-                    topics=set(source_topic) if source_topic else None,
-                    raw=raw,
-                    limit=limit,
-                )
-        except (ReplayInputError, RecordingError, ConfigError, ValueError) as exc:
-            console.print(f"[red]bad input, nothing sent: {exc}")
-            raise typer.Exit(EXIT_BAD_INPUT) from None
+        except ValueError as exc:  # --sample, --start/--end
+            raise typer.BadParameter(str(exc)) from None
+        with console.status(f"loading {source}"):
+            loaded = load_source(
+                source,
+                strict=strict,
+                topics=set(source_topic) if source_topic else None,
+                raw=raw,
+                limit=limit,
+            )
         for problem in loaded.problems[:10]:
             console.print(f"[yellow]skipped {problem}")
         if loaded.skipped_total:
@@ -203,8 +192,7 @@ def register(app: typer.Typer) -> None:
             )
         rows = in_replay_order(clone(select(loaded.rows, selection), clones, clone_shift))
         if not rows:
-            console.print("[red]the selection is empty: nothing to replay")
-            raise typer.Exit(EXIT_BAD_INPUT)
+            raise InvalidInputError("the selection is empty: nothing to replay")
         plan = Plan.build(rows, factor, max_gap)
         pace = "as fast as possible" if plan.as_fast_as_possible else f"over {plan.span:.1f} s"
         console.print(f"{len(rows)} events from {loaded.source}, {pace} per loop")
@@ -222,11 +210,7 @@ def register(app: typer.Typer) -> None:
             from prometheus_client import start_http_server
 
             start_http_server(metrics_port)
-        try:
-            result = asyncio.run(_replay(settings, plan, options, measure, wait, console))
-        except ReplayError as exc:
-            console.print(f"[red]{exc}")
-            raise typer.Exit(EXIT_KAFKA) from None
+        result = asyncio.run(_replay(settings, plan, options, measure, wait, console))
         console.print(
             f"sent {result.sent} events in {result.seconds:.2f} s "
             f"({result.rate:,.0f} events/s) to {options.topic}"

@@ -1,7 +1,8 @@
 """`recloop simulate` and `recloop report`.
 
-Exit codes: 0 every threshold passed, 1 a threshold failed (or the run was aborted on a
-breach), 2 invalid scenario or configuration, 3 the simulation could not run.
+Exit codes (README, "Exit codes"): 0 every threshold passed, 1 a threshold failed (or the run
+was aborted on a breach), 2 invalid scenario or configuration, 3 the simulation could not run.
+Errors reach the CLI's one handler (`recloop.cli.app`) as `RecLoopError`s.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from recloop.core.errors import EXIT_FAILED, EXIT_OK, InvalidInputError
+
 if TYPE_CHECKING:  # the modules are imported inside the commands, to keep --help fast
     from recloop.core.settings import Settings
     from recloop.simulator.population import Shard
     from recloop.simulator.scenario import Scenario
     from recloop.simulator.stats import RunStats
-
-EXIT_FAILED, EXIT_INVALID, EXIT_ERROR = 1, 2, 3
 
 
 def register(app: typer.Typer) -> None:
@@ -46,24 +47,22 @@ def simulate(
     ] = None,
 ) -> None:
     """Run simulated users against the recommender on Kafka; report and check thresholds."""
-    from recloop.core.settings import ConfigError, load_settings
-    from recloop.simulator.scenario import ScenarioError, load_scenario, quick_scenario
+    from recloop.core.settings import load_settings
+    from recloop.simulator.population import Shard
+    from recloop.simulator.scenario import load_scenario, quick_scenario
 
     try:
-        sc = load_scenario(scenario) if scenario else quick_scenario(rate, duration)
-        updates = {}
-        if seed is not None:
-            updates["seed"] = seed
-        if abort_on_breach is not None:
-            updates["abort_on_breach"] = abort_on_breach
-        sc = sc.model_copy(update=updates)
-        settings = load_settings(bootstrap=bootstrap)
-        from recloop.simulator.population import Shard
-
         part = Shard.parse(shard)
-    except (ScenarioError, ConfigError, ValueError) as exc:
-        typer.secho(str(exc), fg="red", err=True)
-        raise typer.Exit(EXIT_INVALID) from None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--shard") from None
+    sc = load_scenario(scenario) if scenario else quick_scenario(rate, duration)
+    updates = {}
+    if seed is not None:
+        updates["seed"] = seed
+    if abort_on_breach is not None:
+        updates["abort_on_breach"] = abort_on_breach
+    sc = sc.model_copy(update=updates)
+    settings = load_settings(bootstrap=bootstrap)
     code = run_and_report(sc, settings, part, run_id, out, metrics_port, live)
     raise typer.Exit(code)
 
@@ -78,14 +77,15 @@ def run_and_report(
     live: bool,
     broker_name: str | None = None,
 ) -> int:
-    """Run one simulator process with the live view, write its report, return the exit code."""
+    """Run one simulator process with the live view, write its report, return the exit code.
+
+    A run that cannot start raises its `RecLoopError` (bad scenario or population 2, Kafka 3).
+    """
     import uuid
 
     from recloop.simulator.live import LiveView
-    from recloop.simulator.population import PopulationError
     from recloop.simulator.report import summarise, verdict_lines, write_report
-    from recloop.simulator.runner import SimulationError, run_simulation
-    from recloop.simulator.scenario import ScenarioError
+    from recloop.simulator.runner import run_simulation
 
     run_id = run_id or uuid.uuid4().hex[:12]
     if metrics_port:
@@ -95,20 +95,13 @@ def run_and_report(
             start_http_server(metrics_port, addr="0.0.0.0")
         except OSError as exc:
             typer.secho(f"metrics port {metrics_port} unavailable ({exc}); metrics off", err=True)
-    try:
-        if live:
-            with LiveView(f"RecLoop {scenario.name} · run {run_id}") as view:
-                result = run_simulation(
-                    scenario, settings, shard=shard, run_id=run_id, on_tick=view.update
-                )
-        else:
-            result = run_simulation(scenario, settings, shard=shard, run_id=run_id)
-    except ScenarioError as exc:  # e.g. the replay's recording is missing or unusable
-        typer.secho(str(exc), fg="red", err=True)
-        return EXIT_INVALID
-    except (SimulationError, PopulationError) as exc:
-        typer.secho(str(exc), fg="red", err=True)
-        return EXIT_ERROR
+    if live:
+        with LiveView(f"RecLoop {scenario.name} · run {run_id}") as view:
+            result = run_simulation(
+                scenario, settings, shard=shard, run_id=run_id, on_tick=view.update
+            )
+    else:
+        result = run_simulation(scenario, settings, shard=shard, run_id=run_id)
     summary = summarise(result, broker_name or settings.bootstrap)
     suffix = "" if shard.count == 1 else f"-shard{shard.index}"
     path = write_report(summary, out or Path("reports") / f"{run_id}{suffix}")
@@ -120,7 +113,7 @@ def run_and_report(
         typer.echo(line)
     typer.echo(f"report: {path}")
     typer.echo(f"summary: {path.parent / 'summary.json'}")
-    return 0 if result.passed else EXIT_FAILED
+    return EXIT_OK if result.passed else EXIT_FAILED
 
 
 def source_lines(sim: RunStats, replay: RunStats | None) -> list[str]:
@@ -156,11 +149,10 @@ def report(
     try:
         parts = [Summary.from_json(p.read_text()) for p in summaries]
     except (OSError, ValueError, TypeError, KeyError) as exc:
-        typer.secho(f"cannot read summaries: {exc}", fg="red", err=True)
-        raise typer.Exit(EXIT_INVALID) from None
+        raise InvalidInputError(f"cannot read summaries: {exc}") from None
     merged = merge_summaries(parts)
     path = write_report(merged, out)
     for line in verdict_lines(merged.verdicts):
         typer.echo(line)
     typer.echo(f"report: {path}")
-    raise typer.Exit(0 if merged.passed else EXIT_FAILED)
+    raise typer.Exit(EXIT_OK if merged.passed else EXIT_FAILED)
