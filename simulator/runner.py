@@ -39,6 +39,7 @@ from recloop.core.contract import (
     decode_recommendation,
     encode,
 )
+from recloop.core.errors import RunError
 from recloop.core.settings import Settings
 from recloop.core.topics import TopicError, assign_at_end
 from recloop.simulator import metrics as m
@@ -70,7 +71,7 @@ REPLAY_LOOKAHEAD = 0.5
 ARRIVAL, SEND, DEADLINE, REPLAY = 0, 1, 2, 3
 
 
-class SimulationError(RuntimeError):
+class SimulationError(RunError):
     """The simulation could not run (broker unreachable, topic missing, bad population)."""
 
 
@@ -691,6 +692,18 @@ class Simulation:
             enable_auto_commit=False,
             auto_offset_reset="latest",
         )
+        try:
+            await self._connect()
+        except BaseException:
+            # Close what was opened (stopping an unstarted client is a no-op), so a failed start
+            # ends with its one error line, not with aiokafka's "Unclosed ..." warnings.
+            if (sender := getattr(self, "sender", None)) is not None:  # set once connected
+                await sender.close()
+            await self.producer.stop()
+            await self.consumer.stop()
+            raise
+
+    async def _connect(self) -> None:
         try:
             await self.producer.start()
             await self.consumer.start()

@@ -58,7 +58,6 @@ class Topics(BaseModel):
     events: str = "recloop.events"
     recommendations: str = "recloop.recommendations"
     dead_letters: str = "recloop.dead-letters"
-    control: str = "recloop.control"
     partitions: int = Field(4, ge=1, le=1024)
     replication_factor: int = Field(1, ge=1)
 

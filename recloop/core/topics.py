@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Iterable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -15,9 +16,9 @@ from recloop.core.settings import Settings
 
 
 async def ensure_topics(settings: Settings, extra: list[str] | None = None) -> None:
-    """Create the events, recommendations, dead-letter and control topics if they are missing."""
+    """Create the events, recommendations and dead-letter topics if they are missing."""
     t = settings.topics
-    names = [t.events, t.recommendations, t.dead_letters, t.control, *(extra or [])]
+    names = [t.events, t.recommendations, t.dead_letters, *(extra or [])]
     admin = AIOKafkaAdminClient(**settings.kafka_kwargs())
     await admin.start()
     try:
@@ -63,3 +64,17 @@ async def assign_at_end(
             if time.monotonic() > deadline:
                 raise TopicError(f"cannot read {topic!r}: {exc!r}") from None
             await asyncio.sleep(0.5)
+
+
+async def topic_partitions(settings: Settings, topics: Iterable[str]) -> dict[str, set[int]]:
+    """Partition ids of each of `topics` (an empty set for a missing topic), in one request.
+
+    Asks for the metadata of all topics, so a missing topic is not auto-created.
+    """
+    client = AIOKafkaClient(**settings.kafka_kwargs())
+    try:
+        await client.bootstrap()
+        cluster = await client.fetch_all_metadata()
+    finally:
+        await client.close()
+    return {topic: set(cluster.partitions_for_topic(topic) or ()) for topic in topics}
