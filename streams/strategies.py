@@ -106,10 +106,7 @@ class ModelStrategy:
                 else loaders[name].load(md)
             )
         except (ModelLoadError, FileNotFoundError, OSError, ValueError, KeyError) as exc:
-            raise StrategyError(
-                f"strategy {name.value!r} needs a trained model directory: {exc} "
-                "(or point --model-dir / RECLOOP_WORKER__MODEL_DIR at one)"
-            ) from exc
+            raise _needs_model(name, exc) from exc
         self.name = name
         self.card_version = md.version
         self.version = str(self._model.version)
@@ -195,6 +192,28 @@ class ModelWatcher:
             return None
         self.card_version = strategy.card_version
         return strategy
+
+
+def _needs_model(name: Strategy, cause: Exception) -> StrategyError:
+    return StrategyError(
+        f"strategy {name.value!r} needs a trained model directory: {cause} "
+        "(or point --model-dir / RECLOOP_WORKER__MODEL_DIR at one)"
+    )
+
+
+def check_model_dir(name: Strategy, model_dir: Path) -> None:
+    """Fail fast with `StrategyError` when `name` needs a model and `model_dir` has no valid card.
+
+    Cheap (the card and the item list): lets `recloop worker` reject a bad model directory as
+    bad input before it connects to Kafka.
+    """
+    from recloop.models.runtime import ModelDir, ModelLoadError
+
+    if name.needs_model:
+        try:
+            ModelDir(model_dir)
+        except ModelLoadError as exc:
+            raise _needs_model(name, exc) from None
 
 
 def build_strategy(name: Strategy | str, model_dir: Path, threads: int | None = 1) -> Ranker:

@@ -54,7 +54,12 @@ def worker(
 
     # Before Faust starts: it neither creates the topics its agent reads nor fails without them
     # (it logs "not found in cluster metadata" and idles).
-    _prepare_topics(load_settings())
+    settings = load_settings()
+    # Bad input first (exit 2, nothing touched), before connecting to Kafka for the topics.
+    from recloop.streams.strategies import check_model_dir
+
+    check_model_dir(settings.worker.strategy, settings.worker.model_dir)
+    _prepare_topics(settings)
     # Importing the app loads the settings and the strategy: a ConfigError or StrategyError here
     # ends as one line and exit 2 through the CLI's error handler.
     from faust.worker import Worker
