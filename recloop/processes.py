@@ -60,7 +60,9 @@ async def wait_for_recommender(settings: Settings, timeout: float = 90.0) -> flo
     """Send probe session starts until a recommendation answers one; returns seconds waited."""
     kw = settings.kafka_kwargs()
     t = settings.topics
-    consumer = AIOKafkaConsumer(**kw, group_id=None, auto_offset_reset="latest")
+    consumer = AIOKafkaConsumer(
+        **settings.consumer_kwargs(), group_id=None, auto_offset_reset="latest"
+    )
     producer = AIOKafkaProducer(**kw)
     started = time.monotonic()
     probe = f"probe-{uuid.uuid4().hex[:8]}"

@@ -686,7 +686,7 @@ class Simulation:
             **kw, client_id=f"recloop-sim-{self.run_id}", linger_ms=2, acks=1
         )
         self.consumer = AIOKafkaConsumer(
-            **kw,
+            **self.settings.consumer_kwargs(),
             client_id=f"recloop-sim-{self.run_id}",
             group_id=None,
             enable_auto_commit=False,

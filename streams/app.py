@@ -32,6 +32,7 @@ from recloop.streams import metrics
 from recloop.streams.batcher import Batcher
 from recloop.streams.pipeline import Pending, Pipeline, Rejected, record_dead_letter, record_emitted
 from recloop.streams.strategies import ModelStrategy, ModelWatcher, build_strategy
+from recloop.streams.transport import WorkerApp
 
 log = logging.getLogger("recloop.worker")
 
@@ -60,8 +61,9 @@ def create_app(settings: Settings) -> faust.App:
             raise ConfigError(
                 "worker.store=rocksdb needs rocksdict: pip install 'recloop[rocksdb]'"
             ) from None
-    app = faust.App(
+    app = WorkerApp(
         cfg.app_id,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
         broker=[f"kafka://{host}" for host in settings.bootstrap.split(",")],
         broker_credentials=faust_credentials(settings),
         store=store,

@@ -28,6 +28,7 @@ from recloop.models.data.stats import UserStats, user_stats
 from recloop.models.evaluate import HeldOut
 from recloop.models.runtime.card import ITEMS_FILE, ModelCard, ModelDir
 from recloop.models.runtime.vocab import Vocabulary
+from recloop.models.train import import_tensorflow_quietly
 from recloop.models.train.config import TrainConfig
 
 
@@ -97,6 +98,7 @@ def train_all(
     role (for parity tests).
     """
     keep = {} if keep is None else keep
+    import_tensorflow_quietly()  # before the modules below import keras and tensorflow
     from recloop.models.evaluate import evaluate_all
     from recloop.models.train import behaviour as beh
     from recloop.models.train import generator as gen

@@ -9,7 +9,6 @@ live view, writes the report and stops everything it started.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import tempfile
 import time
@@ -57,7 +56,6 @@ def ensure_models(model_dir: Path, data: str | None) -> None:
         typer.echo(f"using the models in {model_dir}")
         return
     typer.echo(f"no models in {model_dir}: training the small preset (about a minute)...")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         from recloop.models.train.config import TrainConfig
         from recloop.models.train.pipeline import train_all
@@ -77,6 +75,43 @@ def ensure_models(model_dir: Path, data: str | None) -> None:
     started = time.monotonic()
     card = train_all(log, model_dir, TrainConfig.preset_named("small"))
     typer.echo(f"trained model {card.version} in {time.monotonic() - started:.0f}s")
+
+
+def models_used(model_dir: Path, strategy: str) -> dict[str, str]:
+    """Which models the demo serves and simulates with: directory, card version, strategy."""
+    from recloop.models.runtime import ModelDir, ModelLoadError
+
+    try:
+        card = ModelDir(model_dir).card
+    except ModelLoadError as exc:
+        raise DemoError(f"cannot use the models in {model_dir}: {exc}") from None
+    return {
+        "dir": str(model_dir),
+        "version": card.version,
+        "created": card.created,
+        "data_source": card.data_source,
+        "strategy": strategy,
+    }
+
+
+def add_to_report(out: Path, broker: str, models: dict[str, str]) -> None:
+    """Name the demo's broker and models in the run's summary.json and report.html."""
+    from recloop.simulator.report import Summary, write_report
+
+    path = out / "summary.json"
+    if not path.is_file():  # the simulation failed before writing a report
+        return
+    summary = Summary.from_json(path.read_text())
+    summary.broker = broker
+    # The recommender as seen in the answers (strategy, model_version) plus where it came from.
+    summary.recommender = {
+        **summary.recommender,
+        "model_dir": models["dir"],
+        "card_version": models["version"],
+        "card_created": models["created"],
+        "trained_on": models["data_source"],
+    }
+    write_report(summary, out)
 
 
 def demo_scenario(duration: float, rate: float, model_dir: Path) -> Scenario:
@@ -123,6 +158,7 @@ def run_demo(
 
     model_dir = model_dir.resolve()
     ensure_models(model_dir, data)
+    models = models_used(model_dir, strategy)
     broker = None
     worker = None
     workdir = Path(tempfile.mkdtemp(prefix="recloop-demo-"))
@@ -131,7 +167,14 @@ def run_demo(
             typer.echo("starting the embedded broker (Tansu)...")
             broker = EmbeddedBroker().start()
             bootstrap = broker.bootstrap
-        base = load_settings(bootstrap=bootstrap)
+        # Per broker kind: on Tansu every consumer needs a short fetch wait (see brokers.py).
+        base = load_settings(
+            bootstrap=bootstrap, **(broker.client_settings() if broker is not None else {})
+        )
+        kind = "tansu (embedded)" if broker is not None else "kafka (--bootstrap)"
+        broker_name = f"{kind} at {bootstrap}, fetch wait {base.fetch_max_wait_ms} ms"
+        models_line = f"models {model_dir} version {models['version']} (strategy {strategy})"
+        typer.echo(f"broker: {broker_name}; {models_line}")
         tag = uuid.uuid4().hex[:6]
         settings = base.model_copy(
             update={
@@ -157,16 +200,21 @@ def run_demo(
             raise DemoError(f"worker not ready: {exc}\n--- worker log ---\n{tail}") from None
         typer.echo(f"worker answering after {waited:.1f}s; simulating for {duration:.0f}s")
         scenario = demo_scenario(duration, rate, model_dir)
-        return run_and_report(
+        run_id = uuid.uuid4().hex[:12]
+        out = out or Path("reports") / run_id
+        code = run_and_report(
             scenario,
             settings,
             Shard(),
-            None,
+            run_id,
             out,
             0,
             live,
-            broker_name=f"{'tansu (embedded)' if broker else 'kafka'} at {bootstrap}",
+            broker_name=broker_name,
         )
+        add_to_report(out, broker_name, models)
+        typer.echo(f"demo used: broker {broker_name}; {models_line}")
+        return code
     finally:
         if worker is not None:
             stop_process(worker)

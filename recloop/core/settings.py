@@ -133,6 +133,13 @@ class Settings(BaseSettings):
     security: KafkaSecurity = KafkaSecurity()
     topics: Topics = Topics()
     max_message_bytes: int = Field(DEFAULT_MAX_MESSAGE_BYTES, ge=256)
+    fetch_max_wait_ms: int = Field(500, ge=1, le=30_000)
+    """How long a consumer's fetch may wait at the broker for new records (every consumer:
+    the worker's, the simulator's, replay's). Apache Kafka answers a waiting fetch as soon as
+    a record arrives, so this only bounds idle round trips there. Tansu (the embedded broker)
+    re-reads its log after sleeping half of the remaining wait, so a record can wait up to
+    half of this per hop: `recloop demo` and the tests use `EmbeddedBroker.client_settings()`
+    (20 ms) on it."""
     worker: WorkerConfig = WorkerConfig()
 
     @classmethod
@@ -165,6 +172,10 @@ class Settings(BaseSettings):
         if (ctx := sec.ssl_context()) is not None:
             kwargs["ssl_context"] = ctx
         return kwargs
+
+    def consumer_kwargs(self) -> dict[str, Any]:
+        """`kafka_kwargs()` plus the fetch settings, for any aiokafka consumer."""
+        return self.kafka_kwargs() | {"fetch_max_wait_ms": self.fetch_max_wait_ms}
 
 
 def load_settings(**overrides: Any) -> Settings:
