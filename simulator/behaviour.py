@@ -60,10 +60,6 @@ class Behaviour(Protocol):
     ) -> Reaction: ...
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
 class WorldBehaviour:
     """The synthetic world's ground-truth click model, applied to the users' current preference."""
 
@@ -79,24 +75,19 @@ class WorldBehaviour:
     def react(
         self, preference: np.ndarray, histories: np.ndarray, slates: np.ndarray, steps: np.ndarray
     ) -> Reaction:
-        w, p = self.world, self.world.params
+        from recloop.models.data.synthetic import reaction_probabilities
+
+        w = self.world
         known = slates >= 0
         idx = np.where(known, slates, 0)
         affinity = np.einsum("bsd,bd->bs", w.item_vectors[idx], preference)
         s = slates.shape[1]
         pos = np.resize(w.position_bias, s) if s > len(w.position_bias) else w.position_bias[:s]
-        logit = (
-            p.affinity * affinity
-            + p.popularity_weight * w.popularity[idx]
-            + pos[None, :]
-            - p.fatigue * steps[:, None]
-            + p.click_bias
-        )
-        p_click = np.where(known, _sigmoid(logit), 0.0)
-        p_buy = np.where(known, _sigmoid(p.affinity * affinity - 1.0), 0.0)
         best = np.where(known, affinity, -1.0).max(axis=1)
-        p_leave = _sigmoid(p.leave_bias + p.fatigue * 4 * steps - p.leave_quality * best)
-        return Reaction(p_click, p_buy, p_leave)
+        p_click, p_buy, p_leave = reaction_probabilities(
+            w.params, affinity, w.popularity[idx], pos, steps, best
+        )
+        return Reaction(np.where(known, p_click, 0.0), np.where(known, p_buy, 0.0), p_leave)
 
 
 class ModelBehaviour:

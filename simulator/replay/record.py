@@ -18,11 +18,13 @@ from typing import Literal
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from recloop.core.contract import SCHEMA_VERSION
+from recloop.core.errors import RunError
 from recloop.core.settings import Settings
+from recloop.core.topics import topic_partitions
 from recloop.simulator.replay.recording import Header, Record, RecordingWriter, Trailer
 
 
-class RecordError(RuntimeError):
+class RecordError(RunError):
     """Recording could not start or continue (broker unreachable, unknown topic)."""
 
 
@@ -82,8 +84,7 @@ async def record(
     stopped_by = "interrupted"
     try:
         tps: list[TopicPartition] = []
-        for topic in topics:
-            partitions = await consumer._client._wait_on_metadata(topic)
+        for topic, partitions in (await topic_partitions(settings, topics)).items():
             if not partitions:
                 raise RecordError(f"topic {topic!r} does not exist")
             tps.extend(TopicPartition(topic, p) for p in sorted(partitions))

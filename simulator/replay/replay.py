@@ -41,7 +41,9 @@ from recloop.core.contract import (
     decode_recommendation,
     encode,
 )
+from recloop.core.errors import RunError
 from recloop.core.settings import Settings
+from recloop.core.topics import topic_partitions
 from recloop.simulator import metrics
 from recloop.simulator.pacing import Pacer
 from recloop.simulator.replay.amplify import (
@@ -61,7 +63,7 @@ START_LEAD = 0.05
 not late just because the producer's first batch is being set up."""
 
 
-class ReplayError(RuntimeError):
+class ReplayError(RunError):
     """The replay could not publish (broker unreachable, topic missing, sends failing)."""
 
 
@@ -265,10 +267,13 @@ class RecommendationTracker:
             **self.settings.kafka_kwargs(), enable_auto_commit=False, auto_offset_reset="latest"
         )
         await consumer.start()
-        partitions = await consumer._client._wait_on_metadata(topic)
-        if not partitions:
+        try:
+            partitions = (await topic_partitions(self.settings, [topic]))[topic]
+            if not partitions:
+                raise ReplayError(f"topic {topic!r} has no partitions; create it first")
+        except BaseException:
             await consumer.stop()
-            raise ReplayError(f"topic {topic!r} has no partitions; create it first")
+            raise
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)
