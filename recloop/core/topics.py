@@ -17,9 +17,6 @@ from recloop.core.settings import Settings
 TOPIC_ROLES = ("events", "recommendations", "dead-letters")
 """The contract's topics by role; the names come from `settings.topics`."""
 
-CREATE_HINT = "`recloop topics create` (or start `recloop worker`, which creates them)"
-"""What really creates the contract's topics, for missing-topic messages."""
-
 
 class TopicError(RunError):
     """A topic cannot be read or created; the message names it and the cause."""
@@ -51,6 +48,18 @@ def contract_topics(settings: Settings, roles: Iterable[str] | None = None) -> d
             f"unknown topic role {unknown[0]!r}; choose from {', '.join(TOPIC_ROLES)}"
         )
     return {role: by_role[role] for role in dict.fromkeys(wanted)}
+
+
+def create_hint(settings: Settings, role: str, name: str) -> str:
+    """The command that creates topic `name` in `role`, for missing-topic messages.
+
+    A name other than the settings' (a scenario's `topics:`, replay's `--topic`) needs the
+    variable that makes `recloop topics create` use it.
+    """
+    if contract_topics(settings, [role])[role] == name:
+        return "`recloop topics create` (`recloop worker` also creates missing topics)"
+    variable = "RECLOOP_TOPICS__" + role.upper().replace("-", "_")
+    return f"`{variable}={name} recloop topics create {role}`"
 
 
 async def _admin(settings: Settings) -> AIOKafkaAdminClient:
