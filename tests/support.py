@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -25,6 +26,20 @@ MOVIELENS = ROOT / "data" / "movielens-latest-small"
 """MovieLens ml-latest-small, carried by the repository (licence in its README.txt)."""
 PREREQUISITES = "sudo apt-get install -y openjdk-17-jre-headless maven prometheus"
 """The README's one prerequisites line: everything `make test` needs beyond Python."""
+
+
+def run_recloop(
+    *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m recloop ARGS` from the repository root, as a user runs it; output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "recloop", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def require_tool(name: str) -> str:

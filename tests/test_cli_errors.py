@@ -28,6 +28,7 @@ from recloop.core.errors import (
     InvalidInputError,
     RunError,
 )
+from tests.support import run_recloop
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ["recloop", "streams", "models", "simulator"]
@@ -172,15 +173,9 @@ def test_main_is_the_entry_point(monkeypatch) -> None:
     assert exit_.value.code == EXIT_INVALID
 
 
-def _recloop(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "recloop", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "PYTHONWARNINGS": "default"},
-    )
+def _recloop(*args: str) -> subprocess.CompletedProcess[str]:
+    # PYTHONWARNINGS: show ResourceWarnings too (aiokafka warns "Unclosed ..." with them).
+    return run_recloop(*args, timeout=120, env={**os.environ, "PYTHONWARNINGS": "default"})
 
 
 def test_worker_without_models_is_one_line_exit_2() -> None:

@@ -18,7 +18,7 @@ import pytest
 from recloop.core.settings import Settings
 from recloop.core.topics import describe_topics
 from recloop.processes import WorkerNotReady, stop_process, wait_for_recommender
-from tests.support import unique_topics
+from tests.support import run_recloop, unique_topics
 
 pytestmark = pytest.mark.kafka
 
@@ -41,13 +41,7 @@ def _env(bootstrap: str, tmp_path: Path) -> tuple[dict[str, str], Settings]:
 
 
 def _recloop(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "recloop", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_recloop(*args, env=env, timeout=timeout)
 
 
 def test_topics_create_and_describe(broker, tmp_path: Path) -> None:
