@@ -47,7 +47,7 @@ from recloop.core.contract import (
     decode_event,
     encode,
 )
-from recloop.core.settings import load_settings
+from recloop.core.settings import Settings, load_settings
 from recloop.core.topics import assign_at_end
 from recloop.processes import WorkerNotReady, stop_process, wait_for_recommender
 from tests.streams.modeldir import write_model_dir
@@ -146,6 +146,23 @@ def wait_for_line(proc: subprocess.Popen[bytes], log: Path, pattern: str, timeou
             pytest.fail(f"exited {proc.returncode} before /{pattern}/:\n{text}")
         time.sleep(0.2)
     pytest.fail(f"no /{pattern}/ within {timeout:.0f} s:\n{log.read_text(errors='replace')}")
+
+
+def wait_answering(
+    proc: subprocess.Popen[bytes], log: Path, settings: Settings, timeout: float = 90.0
+) -> None:
+    """Wait until the worker answers a probe; fail with its log if it exits or times out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            asyncio.run(wait_for_recommender(settings, timeout=10))
+            return
+        except WorkerNotReady:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                state = "running" if proc.poll() is None else f"exited {proc.returncode}"
+                pytest.fail(
+                    f"the worker ({state}) did not answer:\n{log.read_text('utf-8', 'replace')}"
+                )
 
 
 def summary_of(output: str, cwd: Path) -> dict:
@@ -262,11 +279,7 @@ def test_readme_everyday_commands_then_own_recommender(session: Session) -> None
             wait_for_line(proc, log, r"broker ready at", timeout=120)
         elif sub == "worker":
             proc, log = session.start(line)
-            settings = load_settings(bootstrap=session.env["RECLOOP_BOOTSTRAP"])
-            try:
-                asyncio.run(wait_for_recommender(settings, timeout=90))
-            except WorkerNotReady:
-                pytest.fail(f"the worker did not answer:\n{log.read_text(errors='replace')}")
+            wait_answering(proc, log, load_settings(bootstrap=session.env["RECLOOP_BOOTSTRAP"]))
         elif sub == "simulate":
             summary = summary_of(session.run(line, QUIET), session.cwd)
             recs, requests = answered(summary)

@@ -50,7 +50,7 @@ def worker(
     }.items():
         if value is not None:
             os.environ[name] = str(value)
-    from recloop.core.settings import load_settings
+    from recloop.core.settings import ConfigError, load_settings
 
     # Before Faust starts: it neither creates the topics its agent reads nor fails without them
     # (it logs "not found in cluster metadata" and idles).
@@ -59,6 +59,15 @@ def worker(
     from recloop.streams.strategies import check_model_dir
 
     check_model_dir(settings.worker.strategy, settings.worker.model_dir)
+    # Faust creates only the last level of its data directory and otherwise fails to start
+    # (in a fresh checkout, artifacts/ does not exist until `recloop train`).
+    try:
+        settings.worker.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"worker.data_dir: cannot create {settings.worker.data_dir} ({exc.strerror}); "
+            "set RECLOOP_WORKER__DATA_DIR to a writable directory"
+        ) from None
     _prepare_topics(settings)
     # Importing the app loads the settings and the strategy: a ConfigError or StrategyError here
     # ends as one line and exit 2 through the CLI's error handler.
