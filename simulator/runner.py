@@ -39,7 +39,7 @@ from recloop.core.contract import (
     decode_recommendation,
     encode,
 )
-from recloop.core.errors import RunError
+from recloop.core.errors import RunError, kafka_unreachable
 from recloop.core.settings import Settings
 from recloop.core.topics import TopicError, assign_at_end
 from recloop.simulator import metrics as m
@@ -709,9 +709,7 @@ class Simulation:
             await self.consumer.start()
             topics = await self.consumer.topics()
         except KafkaError as exc:
-            raise SimulationError(
-                f"cannot reach Kafka at {self.settings.bootstrap}: {exc!r}"
-            ) from None
+            raise SimulationError(kafka_unreachable(self.settings.bootstrap, exc)) from None
         for name in (self.events_topic, self.recs_topic):
             if name not in topics:
                 raise SimulationError(

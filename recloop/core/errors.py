@@ -43,3 +43,11 @@ class RunError(RecLoopError):
     """The run could not start or finish: a broker, a worker or a model is unavailable."""
 
     exit_code = EXIT_ERROR
+
+
+def kafka_unreachable(bootstrap: str, cause: BaseException) -> str:
+    """The one message for a Kafka cluster that cannot be reached, with what to do about it."""
+    return (
+        f"cannot reach Kafka at {bootstrap}: {cause}; start a broker (`recloop broker`) "
+        "or set RECLOOP_BOOTSTRAP"
+    )

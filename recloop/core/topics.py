@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer, TopicPa
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
-from recloop.core.errors import InvalidInputError, RunError
+from recloop.core.errors import InvalidInputError, RunError, kafka_unreachable
 from recloop.core.settings import Settings
 
 TOPIC_ROLES = ("events", "recommendations", "dead-letters")
@@ -68,10 +68,7 @@ async def _admin(settings: Settings) -> AIOKafkaAdminClient:
         await admin.start()
     except KafkaError as exc:
         await admin.close()
-        raise TopicError(
-            f"cannot reach Kafka at {settings.bootstrap}: {exc}; start a broker "
-            "(`recloop broker`) or set RECLOOP_BOOTSTRAP"
-        ) from None
+        raise TopicError(kafka_unreachable(settings.bootstrap, exc)) from None
     return admin
 
 

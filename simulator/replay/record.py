@@ -18,7 +18,7 @@ from typing import Literal
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from recloop.core.contract import SCHEMA_VERSION
-from recloop.core.errors import RunError
+from recloop.core.errors import RunError, kafka_unreachable
 from recloop.core.settings import Settings
 from recloop.core.topics import topic_partitions
 from recloop.simulator.replay.recording import Header, Record, RecordingWriter, Trailer
@@ -72,7 +72,7 @@ async def record(
         await consumer.start()
     except Exception as exc:
         await consumer.stop()
-        raise RecordError(f"cannot reach Kafka at {settings.bootstrap}: {exc}") from exc
+        raise RecordError(kafka_unreachable(settings.bootstrap, exc)) from exc
     header = Header(
         created=time.time(),
         topics=list(topics),

@@ -41,7 +41,7 @@ from recloop.core.contract import (
     decode_recommendation,
     encode,
 )
-from recloop.core.errors import RunError
+from recloop.core.errors import RunError, kafka_unreachable
 from recloop.core.settings import Settings
 from recloop.core.topics import topic_partitions
 from recloop.simulator import metrics
@@ -454,10 +454,7 @@ class Replayer:
             await producer.start()
         except Exception as exc:
             await producer.stop()
-            raise ReplayError(
-                f"cannot reach Kafka at {self.settings.bootstrap}: {exc}; start a broker "
-                "(`recloop broker`) or set RECLOOP_BOOTSTRAP"
-            ) from exc
+            raise ReplayError(kafka_unreachable(self.settings.bootstrap, exc)) from exc
         try:
             partitions = await producer.partitions_for(topic)
             if not partitions:
