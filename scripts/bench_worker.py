@@ -48,7 +48,7 @@ from recloop.core.contract import (  # noqa: E402
     decode_recommendation,
     encode,
 )
-from recloop.core.settings import Settings, Topics  # noqa: E402
+from recloop.core.settings import Settings, Strategy, Topics  # noqa: E402
 from recloop.core.topics import ensure_topics  # noqa: E402
 
 TRIGGERS = {EventType.SESSION_START, EventType.CLICK}
@@ -245,7 +245,7 @@ class WorkerUnderTest:
             "RECLOOP_TOPICS__DEAD_LETTERS": settings.topics.dead_letters,
             "RECLOOP_TOPICS__PARTITIONS": str(settings.topics.partitions),
             "RECLOOP_WORKER__APP_ID": f"bench-{uuid.uuid4().hex[:6]}",
-            "RECLOOP_WORKER__STRATEGY": "onnx",
+            "RECLOOP_WORKER__STRATEGY": Strategy.ONNX,
             "RECLOOP_WORKER__MODEL_DIR": str(model_dir),
             "RECLOOP_WORKER__METRICS_PORT": str(port),
             "RECLOOP_WORKER__DATA_DIR": tempfile.mkdtemp(prefix="recloop-bench-"),
