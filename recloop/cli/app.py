@@ -93,6 +93,9 @@ def broker(
         return
     local = BROKERS[kind](port).start()
     typer.echo(f"{local.name} broker ready at {local.bootstrap} (Ctrl-C to stop)")
+    if tuned := local.client_settings():
+        env = " ".join(f"RECLOOP_{k.upper()}={v}" for k, v in tuned.items())
+        typer.echo(f"clients on this broker need: {env} (recloop demo sets it itself)")
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
     try:
         local.wait()
