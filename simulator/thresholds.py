@@ -12,6 +12,7 @@ import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from recloop.core.errors import InvalidInputError
 
@@ -115,3 +116,11 @@ def evaluate(
         passed = (not final) if value is None else t.holds(value)
         out.append(Verdict(t.text, t.key, value, t.limit, passed))
     return out
+
+
+def unit_of(key: str) -> Literal["ms", "%", ""]:
+    """How a figure named `key` is written for people: latencies in ms, ratios in %."""
+    metric = key.split(".", 1)[0]
+    if metric in LATENCY_METRICS:
+        return "ms"
+    return "%" if metric in RATIO_METRICS else ""
