@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from recloop.core.errors import EXIT_FAILED
+
 if TYPE_CHECKING:  # imported inside the commands, to keep --help fast
     from recloop.core.topics import TopicInfo
 
@@ -79,7 +81,7 @@ def describe(roles: Roles = None, bootstrap: Bootstrap = None) -> None:
             fg="red",
             err=True,
         )
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)  # a check that failed (README, "Exit codes")
 
 
 def _print(infos: list[TopicInfo], created: set[str], bootstrap: str) -> None:
