@@ -30,7 +30,7 @@ from recloop.core.contract import EventType, UserEvent, encode
 from recloop.core.settings import Settings, Topics
 from recloop.core.topics import ensure_topics
 from recloop.simulator.replay.recording import Header, Record, RecordingWriter
-from recloop.simulator.replay.replay import Options, Replayer, make_plan
+from recloop.simulator.replay.replayer import Options, Replayer, make_plan
 from recloop.simulator.replay.sources import load_recording
 
 TYPES = [EventType.VIEW] * 6 + [EventType.CLICK] * 3 + [EventType.CART, EventType.PURCHASE]
@@ -78,7 +78,7 @@ def fresh(settings: Settings, tag: str) -> Settings:
     t = f"bench-{tag}-{uuid.uuid4().hex[:6]}"
     topics = Topics(
         events=f"{t}.events", recommendations=f"{t}.recs", dead_letters=f"{t}.dlq",
-        control=f"{t}.control", partitions=settings.topics.partitions,
+        partitions=settings.topics.partitions,
     )  # fmt: skip
     return settings.model_copy(update={"topics": topics})
 

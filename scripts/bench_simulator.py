@@ -79,7 +79,7 @@ async def simulated(settings: Settings, event_rate: float, seconds: float) -> tu
     sim = Simulation(sc, settings)
     result = await sim.run()
     c = result.stats.counts
-    return c["events_sent"] / seconds, sim.pacer.lag_percentile(99) / 1.0
+    return c["events_sent"] / seconds, sim.simulated.pacer.lag_percentile(99) / 1.0
 
 
 def main() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from types import TracebackType
 
 from rich.console import Console, Group
@@ -11,17 +10,11 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from recloop.simulator.figures import MISSING, ms, percent, rate
 from recloop.simulator.runner import Snapshot
 
-
-def _ms(v: float | None) -> str:
-    if v is None:
-        return "–"
-    return "∞" if math.isinf(v) else f"{v * 1000:.1f} ms"
-
-
-def _pct(v: float | None) -> str:
-    return "–" if v is None else f"{v * 100:.2f} %"
+INF = "∞"
+"""An unanswered latency percentile, short for the table."""
 
 
 def render(s: Snapshot, title: str = "RecLoop simulation") -> Group:
@@ -33,24 +26,29 @@ def render(s: Snapshot, title: str = "RecLoop simulation") -> Group:
     table.add_column("figure")
     table.add_column("value", justify="right")
     rows = [
-        ("target events/s", f"{s.target_rate:.0f}", "achieved events/s", f"{s.achieved_rate:.0f}"),
+        ("target events/s", rate(s.target_rate), "achieved events/s", rate(s.achieved_rate)),
         ("active sessions", str(s.active_sessions), "events sent", str(c["events_sent"])),
-        ("p50 latency", _ms(f.get("latency.p50")), "p99 latency", _ms(f.get("latency.p99"))),
+        (
+            "p50 latency",
+            ms(f.get("latency.p50"), INF),
+            "p99 latency",
+            ms(f.get("latency.p99"), INF),
+        ),
         (
             "p99 actual-send latency",
-            _ms(f.get("actual_latency.p99")),
+            ms(f.get("actual_latency.p99"), INF),
             "p99 schedule lag",
-            _ms(f.get("schedule_lag.p99")),
+            ms(f.get("schedule_lag.p99"), INF),
         ),
         ("late sends", str(c["late_sends"]), "timeouts", str(c["timeouts"])),
-        ("abandonment", _pct(f.get("abandonment")), "CTR", _pct(f.get("ctr"))),
+        ("abandonment", percent(f.get("abandonment")), "CTR", percent(f.get("ctr"))),
         (
             "conversion",
-            _pct(f.get("conversion")),
+            percent(f.get("conversion")),
             "session depth",
-            "–" if f.get("session_depth") is None else f"{f['session_depth']:.2f}",
+            MISSING if f.get("session_depth") is None else f"{f['session_depth']:.2f}",
         ),
-        ("hit rate", _pct(f.get("hit_rate")), "coverage", _pct(f.get("coverage"))),
+        ("hit rate", percent(f.get("hit_rate")), "coverage", percent(f.get("coverage"))),
     ]
     if (r := s.replay_counts) is not None:
         rows.append(

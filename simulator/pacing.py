@@ -56,3 +56,34 @@ class Pacer:
     def lag_percentile(self, q: float) -> float:
         """The q-th percentile (0-100) of send lag, in seconds."""
         return self.lag.get_value_at_percentile(q) / 1e6 if self.sent else 0.0
+
+
+class RunClock:
+    """A run's time origin on the monotonic and the wall clock, and its event sequence numbers."""
+
+    def __init__(self) -> None:
+        self.t0 = 0.0
+        self.wall0 = 0.0
+        self.seq = 0
+
+    def start(self) -> float:
+        """Start the run now; returns the wall-clock start."""
+        self.wall0 = time.time()
+        self.t0 = time.monotonic()
+        # Sequence numbers start from the wall clock so a user re-run on the same topics still
+        # moves forward in the recommender's per-user ordering.
+        self.seq = int(self.wall0 * 1000) * 1000
+        return self.wall0
+
+    def at(self, t: float) -> float:
+        """Seconds since the start of the run for monotonic time `t`."""
+        return t - self.t0
+
+    def wall(self, t: float) -> float:
+        """The wall-clock time of monotonic time `t`."""
+        return self.wall0 + (t - self.t0)
+
+    def next_seq(self) -> int:
+        """The next event's `seq`: increasing across all users and sources of this process."""
+        self.seq += 1
+        return self.seq

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recloop.simulator.figures import figure
 from recloop.simulator.runner import RunResult
 from recloop.simulator.stats import RunStats
 from recloop.simulator.thresholds import Verdict, evaluate, parse_threshold
@@ -314,18 +315,6 @@ def plots(stats: RunStats, replay: RunStats | None = None) -> list[str]:
     return charts
 
 
-def _fig(v: float | None, kind: str = "") -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float) and math.isinf(v):
-        return "∞ (unanswered requests)"
-    if kind == "ms":
-        return f"{v * 1000:.1f} ms"
-    if kind == "%":
-        return f"{v * 100:.2f} %"
-    return f"{v:.4g}"
-
-
 KEY_FIGURES = (
     ("p50 latency (intended)", "latency.p50", "ms"),
     ("p99 latency (intended)", "latency.p99", "ms"),
@@ -373,7 +362,7 @@ def _replay_html(replay: dict[str, Any] | None) -> str:
     if replay is None:
         return ""
     figures = "".join(
-        f"<tr><td>{html.escape(label)}</td><td>{_fig(replay['figures'].get(key), kind)}</td></tr>"
+        f"<tr><td>{html.escape(label)}</td><td>{figure(replay['figures'].get(key), kind)}</td></tr>"
         for label, key, kind in REPLAY_FIGURES
     )
     counts = "".join(
@@ -394,12 +383,12 @@ def render_html(summary: Summary) -> str:
     status = "PASSED" if summary.passed else ("ABORTED" if summary.aborted else "FAILED")
     colour = "#16a34a" if summary.passed else "#dc2626"
     rows = "".join(
-        f"<tr><td>{html.escape(label)}</td><td>{_fig(summary.figures.get(key), kind)}</td></tr>"
+        f"<tr><td>{html.escape(label)}</td><td>{figure(summary.figures.get(key), kind)}</td></tr>"
         for label, key, kind in KEY_FIGURES
     )
     verdicts = "".join(
         f"<tr><td>{html.escape(v['threshold'])}</td>"
-        f"<td>{_fig(v['value'])}</td>"
+        f"<td>{figure(v['value'])}</td>"
         f"<td style='color:{'#16a34a' if v['passed'] else '#dc2626'}'>"
         f"{'pass' if v['passed'] else 'FAIL'}</td></tr>"
         for v in summary.verdicts
@@ -467,5 +456,5 @@ def verdict_lines(verdicts: list[Verdict] | list[dict[str, Any]]) -> list[str]:
     for v in verdicts:
         d = v if isinstance(v, dict) else asdict(v)
         mark = "✓" if d["passed"] else "✗"
-        lines.append(f"{mark} {d['threshold']}  (measured {_fig(d['value'])})")
+        lines.append(f"{mark} {d['threshold']}  (measured {figure(d['value'])})")
     return lines

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from recloop.core.errors import InvalidInputError
+from recloop.models.data.loaders import LOG_KINDS
 from recloop.simulator.thresholds import Threshold, ThresholdError, parse_threshold
 
 
@@ -180,8 +181,6 @@ class TopicSpec(_Strict):
     recommendations: str | None = None
 
 
-SOURCE_KINDS = ("movielens", "taobao", "retailrocket", "csv", "jsonl", "parquet")
-"""External event log kinds a replay `path` may name as `kind:path` (as `recloop replay`)."""
 REPLAY_EVENT_TYPES = Literal[
     "session_start", "view", "click", "cart", "purchase", "request", "leave"
 ]
@@ -240,19 +239,19 @@ class ReplaySpec(_Strict):
     @classmethod
     def _known_kind(cls, value: str) -> str:
         kind, sep, rest = value.partition(":")
-        if sep and re.fullmatch(r"[a-z_]+", kind) and kind not in SOURCE_KINDS:
+        if sep and re.fullmatch(r"[a-z_]+", kind) and kind not in LOG_KINDS:
             raise ValueError(
-                f"unknown source kind {kind!r}; allowed values: {', '.join(SOURCE_KINDS)} "
+                f"unknown source kind {kind!r}; allowed values: {', '.join(LOG_KINDS)} "
                 "(as kind:path), or the path of a recording file"
             )
-        if sep and kind in SOURCE_KINDS and not rest:
+        if sep and kind in LOG_KINDS and not rest:
             raise ValueError(f"{value!r} names no file; use {kind}:PATH")
         return value
 
     def relative_to(self, base: Path) -> ReplaySpec:
         """This spec with a relative file path taken relative to `base` (the scenario's dir)."""
         kind, sep, rest = self.path.partition(":")
-        if sep and kind in SOURCE_KINDS:
+        if sep and kind in LOG_KINDS:
             resolved = f"{kind}:{_under(base, rest)}"
         else:
             resolved = str(_under(base, self.path))

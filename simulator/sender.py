@@ -5,6 +5,8 @@ at 10,000 events/s that is most of a core and stalls the schedule. Here the sche
 appends to an open `BatchBuilder` for the user's partition (the same murmur2 partitioner as
 aiokafka's default, cached per key), and one task per partition submits full or pending
 batches with `send_batch`, waiting for the previous batch to drain without holding up sends.
+The simulator sends through it, and so does replay, paced or as fast as possible (with the
+recorded timestamps and headers, and `room()` as back-pressure).
 """
 
 from __future__ import annotations
@@ -18,16 +20,19 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 
+SendErrorHandler = Callable[[int, BaseException | None], None]
+"""Called with the number of messages that failed and why (None: the send was cancelled)."""
+
 
 class BatchSender:
-    """Append keyed messages for one topic; `start()` the per-partition submit tasks."""
+    """Append messages for one topic; `start()` the per-partition submit tasks."""
 
     def __init__(
         self,
         producer: AIOKafkaProducer,
         topic: str,
         partitions: list[int],
-        on_error: Callable[[int], None],
+        on_error: SendErrorHandler,
     ) -> None:
         if not partitions:
             raise ValueError(f"topic {topic!r} has no partitions")
@@ -36,6 +41,7 @@ class BatchSender:
         self.partitions = sorted(partitions)
         self.on_error = on_error
         self._partition_of: dict[bytes, int] = {}
+        self._round_robin = 0
         self._open: dict[int, tuple[BatchBuilder, list[int]]] = {}
         self._full: dict[int, list[tuple[BatchBuilder, list[int]]]] = {p: [] for p in partitions}
         self._wake = {p: asyncio.Event() for p in partitions}
@@ -43,23 +49,40 @@ class BatchSender:
         self._tasks: list[asyncio.Task[None]] = []
         self.in_flight: set[asyncio.Future[object]] = set()
 
-    def partition(self, key: bytes) -> int:
+    def partition(self, key: bytes | None) -> int:
+        """The Java client's partition of `key` (murmur2), cached; unkeyed: round robin."""
+        if key is None:
+            self._round_robin += 1
+            return self.partitions[self._round_robin % len(self.partitions)]
         p = self._partition_of.get(key)
         if p is None:
             p = DefaultPartitioner()(key, self.partitions, self.partitions)
             self._partition_of[key] = p
         return p
 
-    def send(self, key: bytes, value: bytes) -> None:
-        """Queue one message (never suspends); it leaves at the next submit of its partition."""
+    def send(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        timestamp_ms: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Queue one message (never suspends); it leaves at the next submit of its partition.
+
+        `timestamp_ms` is the record timestamp (None: the time of appending)."""
         p = self.partition(key)
         entry = self._open.get(p)
-        if entry is None or entry[0].append(timestamp=None, key=key, value=value) is None:
+        hdrs = headers or []  # the record builder takes a list only
+        if (
+            entry is None
+            or entry[0].append(timestamp=timestamp_ms, key=key, value=value, headers=hdrs) is None
+        ):
             if entry is not None:
                 self._full[p].append(entry)
             entry = (self.producer.create_batch(), [0])
-            if entry[0].append(timestamp=None, key=key, value=value) is None:
-                raise ValueError(f"message of {len(value)} bytes exceeds the producer batch size")
+            if entry[0].append(timestamp=timestamp_ms, key=key, value=value, headers=hdrs) is None:
+                size = len(value or b"") + len(key or b"")
+                raise ValueError(f"message of {size} bytes exceeds the producer batch size")
             self._open[p] = entry
         entry[1][0] += 1
         self._idle[p].clear()
@@ -78,8 +101,8 @@ class BatchSender:
                 n = count[0]
                 try:
                     fut = await self.producer.send_batch(batch, self.topic, partition=p)
-                except KafkaError:
-                    self.on_error(n)
+                except KafkaError as exc:
+                    self.on_error(n, exc)
                     continue
                 self.in_flight.add(fut)
                 fut.add_done_callback(lambda f, n=n: self._done(f, n))
@@ -87,11 +110,20 @@ class BatchSender:
 
     def _done(self, fut: asyncio.Future[object], n: int) -> None:
         self.in_flight.discard(fut)
-        if fut.cancelled() or fut.exception() is not None:
-            self.on_error(n)
+        if fut.cancelled():
+            self.on_error(n, None)
+        elif (exc := fut.exception()) is not None:
+            self.on_error(n, exc)
 
-    async def close(self, timeout: float = 10.0) -> None:
-        """Submit what is queued, wait for acknowledgements, stop the tasks."""
+    async def room(self, max_full: int = 4) -> None:
+        """Wait until no partition has more than `max_full` full batches waiting: back-pressure
+        for a caller that can append faster than the broker takes batches. Always yields."""
+        await asyncio.sleep(0)
+        while any(len(full) > max_full for full in self._full.values()):
+            await asyncio.sleep(0.001)
+
+    async def close(self, timeout: float | None = 10.0) -> None:
+        """Submit what is queued, wait for acknowledgements (None: however long), stop the tasks."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 for p in self.partitions:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from recloop.simulator.behaviour import Reaction
+from recloop.simulator.reactions import Reaction
 
 
 class EndReason(enum.StrEnum):
@@ -103,7 +103,7 @@ def decide(
     return_probability: float,
     satisfaction: np.ndarray,
 ) -> list[Decision]:
-    """Decisions for a batch. `u` is [B, 2S+6] uniforms (see `behaviour.uniforms`)."""
+    """Decisions for a batch. `u` is [B, 2S+6] uniforms (see `reactions.uniforms`)."""
     b, s = reaction.p_click.shape
     clicked = u[:, :s] < reaction.p_click
     any_click = clicked.any(axis=1)

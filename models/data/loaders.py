@@ -344,6 +344,31 @@ LOADERS: dict[str, Callable[..., tuple[EventLog, LoadReport]]] = {
     "taobao": load_taobao,
     "retailrocket": load_retailrocket,
 }
+TABLE_KINDS = ("csv", "jsonl", "parquet")
+"""Generic files, read by `load_table` (by default in the canonical column names)."""
+LOG_KINDS = (*LOADERS, *TABLE_KINDS)
+"""Every event-log file kind a `kind:path` spec may name (`open_log`; `load` adds synthetic)."""
+CANONICAL_COLUMNS = ColumnMapping(value="value", session="session_id")
+
+
+def open_log(
+    kind: str,
+    location: str,
+    *,
+    lenient: bool = False,
+    mapping: ColumnMapping | None = None,
+    limit: int | None = None,
+) -> tuple[EventLog, LoadReport]:
+    """Read the event-log file of `kind` (one of `LOG_KINDS`) at `location`.
+
+    `mapping` applies to the generic table kinds, `limit` (first rows only) to the named ones.
+    """
+    if kind in LOADERS:
+        kwargs = {"limit": limit} if limit is not None else {}
+        return LOADERS[kind](location, lenient=lenient, **kwargs)
+    if kind in TABLE_KINDS:
+        return load_table(location, mapping or CANONICAL_COLUMNS, lenient=lenient)
+    raise DataError(f"unknown event log kind {kind!r}; use one of {sorted(LOG_KINDS)}")
 
 
 def load(spec: str, *, lenient: bool = False, min_events: int = MIN_EVENTS) -> EventLog:
@@ -364,16 +389,11 @@ def load(spec: str, *, lenient: bool = False, min_events: int = MIN_EVENTS) -> E
             log = SyntheticWorld.generate(**kwargs).log
         except (TypeError, ValueError) as exc:
             raise DataError(f"bad synthetic spec {location!r}: {exc}") from None
-    elif kind in LOADERS:
-        log, _ = LOADERS[kind](location, lenient=lenient)
-    elif kind in ("csv", "jsonl", "parquet"):
-        log, _ = load_table(
-            location, ColumnMapping(value="value", session="session_id"), lenient=lenient
-        )
+    elif kind in LOG_KINDS:
+        log, _ = open_log(kind, location, lenient=lenient)
     else:
         raise DataError(
-            f"unknown data kind {kind!r}; use one of "
-            f"{sorted([*LOADERS, 'csv', 'jsonl', 'parquet', 'synthetic'])}"
+            f"unknown data kind {kind!r}; use one of {sorted([*LOG_KINDS, 'synthetic'])}"
         )
     if len(log) < min_events:
         raise EmptyDataError(f"{spec}: only {len(log)} events, at least {min_events} are needed")

@@ -68,7 +68,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from recloop.core.settings import load_settings
-        from recloop.simulator.replay.record import Bounds
+        from recloop.simulator.replay.capture import Bounds
 
         console = Console(stderr=True)
         settings = load_settings(bootstrap=bootstrap)
@@ -150,7 +150,7 @@ def register(app: typer.Typer) -> None:
 
         from recloop.core.settings import load_settings
         from recloop.simulator.replay.amplify import Selection, clone, in_replay_order, select
-        from recloop.simulator.replay.replay import Options, Plan
+        from recloop.simulator.replay.replayer import Options, Plan
         from recloop.simulator.replay.sources import load_source
 
         console = Console(stderr=True)
@@ -228,7 +228,7 @@ def register(app: typer.Typer) -> None:
 
 
 async def _record(settings, topics, path, bounds, progress):  # type: ignore[no-untyped-def]
-    from recloop.simulator.replay.record import record
+    from recloop.simulator.replay.capture import record
 
     return await record(settings, topics, path, bounds, progress)
 
@@ -237,7 +237,7 @@ async def _replay(settings, plan, options, measure, wait, console):  # type: ign
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from recloop.core.topics import ensure_topics
-    from recloop.simulator.replay.replay import RecommendationTracker, Replayer, progress_loop
+    from recloop.simulator.replay.replayer import RecommendationTracker, Replayer, progress_loop
 
     await ensure_topics(settings, extra=[options.topic])
     tracker = RecommendationTracker(settings, options.run_id) if measure else None

@@ -118,21 +118,16 @@ def run_and_report(
 
 def source_lines(sim: RunStats, replay: RunStats | None) -> list[str]:
     """Events sent and answered per source (simulated, replayed) for terminal output."""
+    from recloop.simulator.figures import ms
+
     if replay is None:
         return []
     lines = []
     for name, stats in (("simulated", sim), ("replayed", replay)):
         c, f = stats.counts, stats.figures()
-        p99 = f["latency.p99"]
-        if p99 is None:
-            lat = "–"
-        elif p99 == float("inf"):
-            lat = "∞ (unanswered requests)"
-        else:
-            lat = f"{p99 * 1000:.1f} ms"
         lines.append(
             f"{name}: {c['events_sent']} events sent, {c['recommendations']}/{c['requests']} "
-            f"requests answered, p99 latency {lat}"
+            f"requests answered, p99 latency {ms(f['latency.p99'])}"
         )
     return lines
 

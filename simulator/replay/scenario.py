@@ -15,7 +15,7 @@ import msgspec
 from recloop.simulator.population import Shard
 from recloop.simulator.replay.amplify import Selection
 from recloop.simulator.replay.recording import RecordingError
-from recloop.simulator.replay.replay import Options, Plan, ReplaySource, make_plan
+from recloop.simulator.replay.replayer import Options, Plan, ReplaySource, make_plan
 from recloop.simulator.replay.sources import ReplayInputError, Row, load_source
 from recloop.simulator.scenario import ReplaySpec, ScenarioError
 

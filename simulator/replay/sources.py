@@ -29,7 +29,7 @@ import numpy as np
 
 from recloop.core.contract import ContractError, EventType, UserEvent, decode_event
 from recloop.core.errors import InvalidInputError
-from recloop.models.data.loaders import LOADERS, ColumnMapping, LoadReport, load_table
+from recloop.models.data.loaders import LOG_KINDS, ColumnMapping, LoadReport, open_log
 from recloop.models.data.preprocess import DEFAULT_SESSION_GAP, sessionise
 from recloop.models.data.schema import EVENT_TYPES, DataError, EventLog
 from recloop.simulator.replay.recording import Header, Problem, read_recording
@@ -143,18 +143,12 @@ def load_event_log(
     kind, sep, location = spec.partition(":")
     if not sep:
         raise ReplayInputError(f"source {spec!r} must look like kind:path, e.g. movielens:data/ml")
+    if kind not in LOG_KINDS:
+        raise ReplayInputError(
+            f"unknown source kind {kind!r}; use one of {sorted(LOG_KINDS)} or a recording file"
+        )
     try:
-        if kind in LOADERS:
-            kwargs = {"limit": limit} if limit is not None else {}
-            log, report = LOADERS[kind](location, lenient=not strict, **kwargs)
-        elif kind in ("csv", "jsonl", "parquet"):
-            columns = mapping or ColumnMapping(value="value", session="session_id")
-            log, report = load_table(location, columns, lenient=not strict)
-        else:
-            raise ReplayInputError(
-                f"unknown source kind {kind!r}; use one of "
-                f"{sorted([*LOADERS, 'csv', 'jsonl', 'parquet'])} or a recording file"
-            )
+        log, report = open_log(kind, location, lenient=not strict, mapping=mapping, limit=limit)
     except DataError as exc:
         raise ReplayInputError(str(exc)) from None
     return from_event_log(log, report, prefix=kind, session_gap=session_gap)
@@ -230,7 +224,7 @@ def load_source(
 ) -> Loaded:
     """A recording file (any path that is not `kind:path`), or an external log spec."""
     kind, sep, _ = source.partition(":")
-    if sep and kind in {*LOADERS, "csv", "jsonl", "parquet"}:
+    if sep and kind in LOG_KINDS:
         if raw:
             raise ReplayInputError("--raw applies to recordings only")
         return load_event_log(

@@ -15,9 +15,9 @@ from recloop.core.contract import EventType, UserEvent, decode_event, decode_rec
 from recloop.core.settings import Settings, WorkerConfig
 from recloop.core.topics import ensure_topics
 from recloop.simulator.replay.amplify import Selection
-from recloop.simulator.replay.record import Bounds, record
+from recloop.simulator.replay.capture import Bounds, record
 from recloop.simulator.replay.recording import Header, Record, RecordingWriter, read_recording
-from recloop.simulator.replay.replay import Options, RecommendationTracker, Replayer, make_plan
+from recloop.simulator.replay.replayer import Options, RecommendationTracker, Replayer, make_plan
 from recloop.simulator.replay.sources import ReplayInputError, load_event_log, load_recording
 from tests.support import (
     MOVIELENS,

@@ -19,7 +19,7 @@ from recloop.simulator.replay.amplify import (
     select,
     user_sampled,
 )
-from recloop.simulator.replay.replay import Options, ReplaySource, make_plan
+from recloop.simulator.replay.replayer import Options, ReplaySource, make_plan
 from recloop.simulator.replay.sources import Row, from_event_log
 
 

@@ -11,7 +11,7 @@ import pytest
 from recloop.core.contract import EventType, UserEvent
 from recloop.core.settings import Settings
 from recloop.simulator.population import Shard
-from recloop.simulator.replay.replay import RecommendationTracker
+from recloop.simulator.replay.replayer import RecommendationTracker
 from recloop.simulator.replay.scenario import load_scenario_replay, user_shard
 from recloop.simulator.scenario import ReplaySpec, ScenarioError, load_scenario
 from recloop.simulator.stats import RunStats
@@ -62,7 +62,7 @@ def test_relative_replay_path_is_relative_to_the_scenario_file(tmp_path: Path) -
 def test_measure_tracker_uses_the_simulators_stats() -> None:
     tracker = RecommendationTracker(Settings(), "unit")
     assert isinstance(tracker.stats, RunStats)
-    now = tracker._wall0 + 1.0
+    now = tracker.requests.t0 + 1.0
     for i, kind in enumerate([EventType.SESSION_START, EventType.VIEW, EventType.CLICK]):
         item = None if kind is EventType.SESSION_START else "i1"
         event = UserEvent(

@@ -6,8 +6,10 @@ import numpy as np
 
 from recloop.core.contract import Recommendation, ScoredItem, StageTimes
 from recloop.core.settings import Settings
-from recloop.simulator.runner import SEND, Outgoing, Pending, Simulation
+from recloop.simulator.requests import Pending
+from recloop.simulator.runner import Simulation
 from recloop.simulator.scenario import scenario_from_dict
+from recloop.simulator.sessions import SEND, Outgoing
 
 
 def decisions(seed: int, reverse: bool = False) -> list[tuple[str, str, str | None]]:
@@ -20,14 +22,13 @@ def decisions(seed: int, reverse: bool = False) -> list[tuple[str, str, str | No
         }
     )
     sim = Simulation(sc, Settings(), run_id="det")
-    sim._bind_metrics()
-    sim.t0, sim.wall0, sim.seq = 0.0, 0.0, 0
     rng = np.random.default_rng(0)  # the same slates for every call
     recs = []
-    for user in sim.users:
+    engine = sim.engine
+    for user in engine.users:
         user.start_session("det")
         user.waiting = f"e-{user.user_id}"
-        sim.pending[user.waiting] = Pending(user.row, 0.0, 0.0, True)
+        sim.tracker.pending[user.waiting] = Pending(sim.simulated, user.row, 0.0, 0.0, True)
         items = rng.choice(40, 10, replace=False)
         recs.append(
             Recommendation(
@@ -42,11 +43,11 @@ def decisions(seed: int, reverse: bool = False) -> list[tuple[str, str, str | No
         )
     sim.on_recommendations(recs[::-1] if reverse else recs, now=1.0)
     out = []
-    for _, _, kind, row, arg in sim.heap:
+    for _, _, kind, row, arg in engine.schedule.heap:
         if kind == SEND:
             assert isinstance(arg, Outgoing)
-            item = None if arg.item is None else sim.pop.item_ids[arg.item]
-            out.append((sim.users[row].user_id, arg.kind.value, item))
+            item = None if arg.item is None else engine.pop.item_ids[arg.item]
+            out.append((engine.users[row].user_id, arg.kind.value, item))
     return sorted(out)
 
 

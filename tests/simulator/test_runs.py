@@ -63,7 +63,7 @@ async def test_sharded_processes_split_users_and_merge(tansu: Broker, tmp_path: 
         results = await asyncio.gather(*(s.run() for s in sims))
     finally:
         worker.stop()
-    users = [set(s.by_id) for s in sims]
+    users = [set(s.engine.by_id) for s in sims]
     assert not users[0] & users[1] and len(users[0] | users[1]) == 400
     for r in results:
         c = r.stats.counts

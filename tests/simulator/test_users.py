@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from recloop.simulator.behaviour import WorldBehaviour, uniforms
 from recloop.simulator.population import Shard, build_population
+from recloop.simulator.reactions import WorldBehaviour, uniforms
 from recloop.simulator.scenario import PopulationSpec, UserSpec, WorldSpec
 from recloop.simulator.users import EndReason, decide
 

@@ -4,11 +4,12 @@ Pacing is open loop (`recloop.simulator.pacing.Pacer`): each row has an intended
 row's plus its original gap (capped at `max_gap`) divided by `speed`; a slow send never delays
 the schedule, and how late each send left is recorded.
 
-Partitioning is the Java client's (murmur2 of the key, aiokafka's `DefaultPartitioner`),
-computed once per user, so a user's events all land on one partition in their original order.
-As fast as possible, rows are split by partition and appended straight into record batches
-(`create_batch`/`send_batch`), one task per partition: no per-record future or partitioner
-call, which is most of a plain `send()`'s cost.
+Sends go through the simulator's `BatchSender`: the Java client's partitioning (murmur2 of
+the key, computed once per user, so a user's events all land on one partition in their
+original order) and records appended straight into per-partition record batches, submitted by
+one task per partition: no per-record future or partitioner call, which is most of a plain
+`send()`'s cost. As fast as possible, the sender's `room()` holds the replay back while the
+broker is behind.
 
 Timestamps (`event_time` and the Kafka record timestamp) follow `time_mode`:
 `keep` the original, `shift` so the stream starts now (original spacing), or `scale` so they
@@ -31,7 +32,6 @@ from typing import Literal
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.partitioner import murmur2
 from hdrh.histogram import HdrHistogram
 
 from recloop.core.contract import (
@@ -45,7 +45,6 @@ from recloop.core.errors import RunError, kafka_unreachable
 from recloop.core.settings import Settings
 from recloop.core.topics import topic_partitions
 from recloop.simulator import metrics
-from recloop.simulator.pacing import Pacer
 from recloop.simulator.replay.amplify import (
     Selection,
     clone,
@@ -54,6 +53,8 @@ from recloop.simulator.replay.amplify import (
     select,
 )
 from recloop.simulator.replay.sources import Row
+from recloop.simulator.requests import RequestTracker, Source
+from recloop.simulator.sender import BatchSender
 from recloop.simulator.stats import RunStats
 
 TimeMode = Literal["keep", "shift", "scale"]
@@ -241,30 +242,36 @@ def _percentiles(figures: dict[str, float | None], name: str) -> dict[str, float
 class RecommendationTracker:
     """Consumes the recommendations topic and matches answers to replayed events by event id.
 
-    The figures are the simulator's own (`recloop.simulator.stats.RunStats`): latency from the intended
-    send time (free of coordinated omission) and from the actual send time in HdrHistograms,
-    requests and answers counted per second, plus the shared Prometheus histogram
-    (`source="replay"`). Unanswered requests count as infinitely slow, as in a simulation.
+    The matching and the figures are the simulator's own (`recloop.simulator.requests`): the
+    replay's `Source` (its `RunStats` and metrics labelled `source="replay"`) and a
+    `RequestTracker` on the wall clock, so latency is recorded from the intended send time (free
+    of coordinated omission) and from the actual send time, and unanswered requests count as
+    infinitely slow, as in a simulation. This class adds the consumer.
     """
 
     def __init__(self, settings: Settings, run_id: str) -> None:
         self.settings = settings
         self.run_id = run_id
-        self.triggers = frozenset(EventType(t) for t in settings.worker.trigger_on)
-        self.pending: dict[str, tuple[float, float]] = {}
-        self.stats = RunStats()
-        self._wall0 = time.time()
+        self.source = Source.bind(SOURCE, run_id)
+        # A replay waits for its answers (`wait`) rather than giving up on them.
+        self.requests = RequestTracker(
+            math.inf,
+            frozenset(EventType(t) for t in settings.worker.trigger_on),
+            t0=time.time(),
+        )
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
-        self._latency = metrics.RECOMMENDATION_LATENCY
-        self._count = metrics.RECOMMENDATIONS.labels(run_id, SOURCE)
+
+    @property
+    def stats(self) -> RunStats:
+        return self.source.stats
 
     async def start(self) -> None:
         """Position at the end of the topic, so only answers to this replay are read."""
         topic = self.settings.topics.recommendations
         consumer = AIOKafkaConsumer(
-            **self.settings.kafka_kwargs(), enable_auto_commit=False, auto_offset_reset="latest"
+            **self.settings.consumer_kwargs(), enable_auto_commit=False, auto_offset_reset="latest"
         )
         await consumer.start()
         try:
@@ -280,7 +287,7 @@ class RecommendationTracker:
         for tp in tps:  # resolve the end offsets now, before the first replayed send
             await consumer.position(tp)
         self._consumer = consumer
-        self._wall0 = time.time()
+        self.requests.t0 = time.time()
         self._task = asyncio.create_task(self._run())
 
     @property
@@ -293,16 +300,10 @@ class RecommendationTracker:
         return self.stats.counts["recommendations"]
 
     def expect(self, event: UserEvent, intended_wall: float, actual_wall: float) -> None:
-        if event.event_type in self.triggers:
-            self.pending[event.event_id] = (intended_wall, actual_wall)
-            self.stats.count("requests", actual_wall - self._wall0)
+        self.requests.sent(event, self.source, intended_wall, actual_wall)
 
     async def _run(self) -> None:
         assert self._consumer is not None
-        by_basis = {
-            "intended": self._latency.labels(self.run_id, SOURCE, "intended"),
-            "actual": self._latency.labels(self.run_id, SOURCE, "actual"),
-        }
         while True:
             batches = await self._consumer.getmany(timeout_ms=200)
             now = time.time()
@@ -314,33 +315,26 @@ class RecommendationTracker:
                         rec = decode_recommendation(record.value)
                     except ContractError:
                         continue
-                    latency = self.match(rec.event_id, now)
-                    if latency is not None:
-                        by_basis["intended"].observe(latency[0])
-                        by_basis["actual"].observe(latency[1])
+                    self.requests.match(rec.event_id, now)
             self._changed.set()
 
     def match(self, event_id: str, now: float) -> tuple[float, float] | None:
         """Record the answer to `event_id` arriving at wall time `now`; returns its latency
         (seconds from the intended and from the actual send time), None if not ours."""
-        sent = self.pending.pop(event_id, None)
-        if sent is None:
+        p = self.requests.match(event_id, now)
+        if p is None:
             return None
-        t = now - self._wall0
-        intended, actual = max(0.0, now - sent[0]), max(0.0, now - sent[1])
-        self.stats.count("recommendations", t)
-        self.stats.record_latency(t, intended, actual)
-        self._count.inc()
-        return intended, actual
+        return max(0.0, now - p.intended), max(0.0, now - p.sent)
 
     async def wait(self, timeout: float) -> bool:
         """Wait until every expected answer arrived; False on timeout."""
+        pending = self.requests.pending
         deadline = time.monotonic() + timeout
-        while self.pending and time.monotonic() < deadline:
+        while pending and time.monotonic() < deadline:
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), max(0.0, deadline - time.monotonic()))
-        return not self.pending
+        return not pending
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -383,26 +377,6 @@ class ReplayResult:
         return self.sent / self.seconds if self.seconds > 0 else 0.0
 
 
-class Partitioner:
-    """The Java client's key partitioning, cached per key."""
-
-    def __init__(self, partitions: list[int]) -> None:
-        self.partitions = sorted(partitions)
-        self._cache: dict[bytes, int] = {}
-        self._next = 0
-
-    def __call__(self, key: bytes | None) -> int:
-        if key is None:  # unkeyed records go round robin
-            self._next += 1
-            return self.partitions[self._next % len(self.partitions)]
-        p = self._cache.get(key)
-        if p is None:
-            p = self._cache[key] = self.partitions[
-                (murmur2(key) & 0x7FFFFFFF) % len(self.partitions)
-            ]
-        return p
-
-
 class Replayer:
     """Publishes a `Plan` to `options.topic`, reporting progress through `sent`."""
 
@@ -417,8 +391,10 @@ class Replayer:
         self.plan = plan
         self.options = options
         self.tracker = tracker
+        # One source for sending and answers: with a tracker, its source (and run id labels).
+        self.source = tracker.source if tracker is not None else Source.bind(SOURCE, options.run_id)
+        self.pacer = self.source.pacer
         self.result = ReplayResult()
-        self.pacer = Pacer()
         self._sent_lag = HdrHistogram(1, 3_600_000_000, 3)
         self._published: Counter[str] = Counter()
         self._stop_at: float | None = None
@@ -440,11 +416,9 @@ class Replayer:
             request_timeout_ms=30_000,
         )
 
-    def _on_done(self, fut: asyncio.Future[object]) -> None:
-        if fut.cancelled():
-            self.result.failed += 1
-        elif (exc := fut.exception()) is not None:
-            self.result.failed += 1
+    def _on_send_error(self, n: int, exc: BaseException | None) -> None:
+        self.result.failed += n
+        if exc is not None:
             self.result.first_error = self.result.first_error or repr(exc)
 
     async def run(self) -> ReplayResult:
@@ -459,21 +433,26 @@ class Replayer:
             partitions = await producer.partitions_for(topic)
             if not partitions:
                 raise ReplayError(f"topic {topic!r} does not exist and was not created")
-            partitioner = Partitioner(list(partitions))
             metrics.TARGET_RATE.labels(self.options.run_id, SOURCE).set(self._target_rate())
             if self.tracker is not None:
                 await self.tracker.start()
             start = time.monotonic()
             if self.options.duration is not None:
                 self._stop_at = start + self.options.duration
+            sender = BatchSender(producer, topic, sorted(partitions), self._on_send_error)
+            sender.start()
             publisher = asyncio.create_task(self._publish_sent_every(0.5))
+            finished = False
             try:
                 if self.plan.as_fast_as_possible:
-                    await self._run_fast(producer, partitioner)
+                    await self._run_fast(sender)
                 else:
-                    await self._run_paced(producer, partitioner, start + START_LEAD)
-                await producer.flush()
+                    await self._run_paced(sender, start + START_LEAD)
+                finished = True
             finally:
+                # Everything queued leaves and is acknowledged (or fails) before the result is
+                # read; after an error, the sender gets only a moment.
+                await sender.close(None if finished else 1.0)
                 publisher.cancel()
                 self._publish_sent()
             self.result.seconds = time.monotonic() - start
@@ -503,7 +482,7 @@ class Replayer:
         """Move the per-type send counts into Prometheus (the hot loops only bump a Counter)."""
         for etype, n in self.result.by_type.items():
             if delta := n - self._published[etype]:
-                metrics.EVENTS_SENT.labels(self.options.run_id, SOURCE, etype).inc(delta)
+                self.source.sent_by_type[EventType(etype)].inc(delta)
                 self._published[etype] = n
 
     async def _publish_sent_every(self, seconds: float) -> None:
@@ -516,16 +495,11 @@ class Replayer:
             return 0.0
         return len(self.plan.rows) / self.plan.span
 
-    async def _run_paced(
-        self, producer: AIOKafkaProducer, partitioner: Partitioner, start: float
-    ) -> None:
-        topic = self.options.topic
+    async def _run_paced(self, sender: BatchSender, start: float) -> None:
         wall0 = time.time() + (start - time.monotonic())
         rw = Rewriter(self.plan, self.options, wall0)
         pacer = self.pacer
         sent_lag = self._sent_lag
-        lag_metric = metrics.SCHEDULE_LAG.labels(self.options.run_id, SOURCE)
-        late_metric = metrics.LATE_SENDS.labels(self.options.run_id, SOURCE)
         result = self.result
         tracker = self.tracker
         for loop in rw.loops():
@@ -545,45 +519,27 @@ class Replayer:
                 else:
                     event = None
                     value = row.value
-                fut = await producer.send(
-                    topic,
-                    value=value,
-                    key=row.key,
-                    partition=partitioner(row.key),
-                    timestamp_ms=int(ts * 1000),
-                    headers=row.headers,
-                )
-                fut.add_done_callback(self._on_done)
+                _send(sender, row, value, ts)
                 sent_lag.record_value(max(1, int((time.monotonic() - intended) * 1e6)))
                 result.sent += 1
-                lag_metric.observe(lag)
-                if lag > pacer.late_threshold:
-                    late_metric.inc()
+                self.source.observe_lag(lag)
                 if tracker is not None and event is not None:
                     tracker.expect(event, wall0 + at, now)
+                if result.sent % 256 == 0:
+                    # A late pacer returns without yielding: let the submit tasks and the
+                    # tracker's consumer run while catching up.
+                    await asyncio.sleep(0)
 
     def _expired(self) -> bool:
         return self._stop_at is not None and time.monotonic() > self._stop_at
 
-    async def _run_fast(self, producer: AIOKafkaProducer, partitioner: Partitioner) -> None:
-        by_partition: dict[int, list[Row]] = {}
-        for row in self.plan.rows:
-            by_partition.setdefault(partitioner(row.key), []).append(row)
+    async def _run_fast(self, sender: BatchSender) -> None:
+        rows = self.plan.rows
         rw = Rewriter(self.plan, self.options, time.time())
-        await asyncio.gather(
-            *(self._send_partition(producer, p, rows, rw) for p, rows in by_partition.items())
-        )
-
-    async def _send_partition(
-        self, producer: AIOKafkaProducer, partition: int, rows: list[Row], rw: Rewriter
-    ) -> None:
-        topic = self.options.topic
         result = self.result
         tracker = self.tracker
         by_type = result.by_type
         chunk = 2000
-        futures: list[asyncio.Future[object]] = []
-        batch = producer.create_batch()
         for loop in rw.loops():
             if self._expired():
                 break
@@ -593,7 +549,6 @@ class Replayer:
                 now = time.time()
                 for row in rows[lo : lo + chunk]:
                     record_time = rw.record_time(row, loop, 0.0, now)
-                    ts = int(record_time * 1000)
                     if row.event is not None:
                         event = rw.event(row, loop, record_time, now)
                         value = encode(event)
@@ -602,26 +557,18 @@ class Replayer:
                             tracker.expect(event, now, now)
                     else:
                         value = row.value
-                    headers = row.headers or []
-                    if (
-                        batch.append(key=row.key, value=value, timestamp=ts, headers=headers)
-                        is None
-                    ):
-                        futures.append(await producer.send_batch(batch, topic, partition=partition))
-                        batch = producer.create_batch()
-                        if (
-                            batch.append(key=row.key, value=value, timestamp=ts, headers=headers)
-                            is None
-                        ):
-                            raise ReplayError(f"{row.origin}: record larger than a batch")
+                    _send(sender, row, value, record_time)
                     result.sent += 1
-                # Let the sender and the other partitions run between chunks.
-                await asyncio.sleep(0)
-        if batch.record_count():
-            futures.append(await producer.send_batch(batch, topic, partition=partition))
-        for fut in futures:
-            fut.add_done_callback(self._on_done)
-        await asyncio.gather(*futures, return_exceptions=True)
+                # Let the submit tasks run between chunks, and wait while the broker is behind.
+                await sender.room()
+
+
+def _send(sender: BatchSender, row: Row, value: bytes | None, record_time: float) -> None:
+    """Queue `row` with `value` and its record timestamp (epoch seconds)."""
+    try:
+        sender.send(row.key, value, int(record_time * 1000), row.headers)
+    except ValueError:
+        raise ReplayError(f"{row.origin}: record larger than a batch") from None
 
 
 async def progress_loop(
