@@ -77,10 +77,17 @@ def evaluate_behaviour(md: ModelDir, test: BehaviourExamples) -> dict[str, dict[
             "leave_log_loss": log_loss(test.leave, p_leave),
             "slates": float(len(test)),
         }
-    # Floor: a constant click rate (AUC 0.5) and position-only click rates.
+    # Floors: a constant click rate (AUC 0.5), and popularity only (each item's training count:
+    # what a model that ignores the user's history can reach).
     out["behaviour/constant"] = {
         "click_auc": 0.5,
         "click_log_loss": log_loss(test.click, np.full(test.click.shape, test.click.mean())),
+    }
+    popularity = np.log1p(np.load(md.file("popularity")).astype(np.float64))
+    slate_popularity = popularity[np.clip(test.slate, 0, len(popularity) - 1)]
+    out["behaviour/popularity"] = {
+        "click_auc": auc(test.click, slate_popularity),
+        "buy_auc": auc(test.buy[clicked], slate_popularity[clicked]),
     }
     return out
 

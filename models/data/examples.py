@@ -2,7 +2,8 @@
 
 From logs with exposures the slates are the ones really shown. Logs without exposures
 (MovieLens, Taobao, RetailRocket) get *sampled impressions*: the item the user really
-interacted with plus popularity-sampled negatives in random slots. The model card says which.
+interacted with plus negatives sampled by the popularity at that time, in random slots. The
+model card says which.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from recloop.core.contract import EventType
 from recloop.models.data.schema import EVENT_CODE, EmptyDataError, EventLog
 from recloop.models.runtime.vocab import Vocabulary
 
-ACTION_CLICK, ACTION_BUY = 1, 2
+ACTION_CLICK, ACTION_BUY, ACTION_FAVOURITE = 1, 2, 4
+"""History action tokens (the runtime's; 3 is the LM's QUERY token)."""
+NEGATIVE_TIME_SLICES = 20
+"""Sampled negatives come from the popularity within 1/20th of the log around the event."""
 
 
 @dataclass(slots=True)
@@ -107,43 +111,65 @@ def from_interactions(
     seed: int,
     max_examples: int | None = None,
     buy_rating: float = 4.0,
+    time_slices: int = NEGATIVE_TIME_SLICES,
 ) -> BehaviourExamples:
     """Sampled impressions: each interaction becomes a slate of the real item plus negatives.
 
-    "Bought" means a purchase event, or a rating >= `buy_rating` for rating logs; "left" means
-    the interaction was the last of its session.
+    An *interaction* is a run of one user's consecutive events on one item in one session, so a
+    view-heavy log's `view, view, cart, purchase` of an item is one positive that was bought,
+    not four positives of which three look unbought. "Bought" means the run holds a purchase
+    (or, for rating logs, a rating >= `buy_rating`); "left" means the run ends its session.
+    Histories are interactions too, with their action (buy, favourite, click).
+
+    Negatives are drawn by popularity^0.75 *within the same chronological slice* of the log
+    (1/`time_slices` of the interactions) and are never the positive item. Drawing them from
+    the whole log's popularity made catalogues with churn (RetailRocket) label items that were
+    popular earlier as the negatives of later slates, which a model of item popularity then
+    ranks above the real item (click AUC 0.354 on a RetailRocket log).
     """
     rng = np.random.default_rng(seed)
     log = log.item_events().sorted()
     if len(log) < 2:
         raise EmptyDataError("too few item events to build behaviour examples")
-    items = vocab.encode(log.item.astype(str).tolist())
-    bought = (log.event_type == EVENT_CODE[EventType.PURCHASE]) | (log.value >= buy_rating)
-    same_user_next = np.zeros(len(log), bool)
-    same_user_next[:-1] = log.user[1:] == log.user[:-1]
-    same_session_next = np.zeros(len(log), bool)
-    same_session_next[:-1] = same_user_next[:-1] & (log.session[1:] == log.session[:-1])
-    counts = np.bincount(items, minlength=len(vocab)).astype(np.float64)
-    counts[:2] = 0
-    prob = counts**0.75
-    prob /= prob.sum()
-    first = np.ones(len(log), bool)
-    first[1:] = log.user[1:] != log.user[:-1]
+    encoded = vocab.encode(log.item.astype(str).tolist())
+    new_run = np.ones(len(log), bool)
+    new_run[1:] = (
+        (log.user[1:] != log.user[:-1])
+        | (encoded[1:] != encoded[:-1])
+        | (log.session[1:] != log.session[:-1])
+    )
+    starts = np.flatnonzero(new_run)
+    purchase = (log.event_type == EVENT_CODE[EventType.PURCHASE]) | (log.value >= buy_rating)
+    favourite = log.event_type == EVENT_CODE[EventType.FAVOURITE]
+    bought = np.logical_or.reduceat(purchase, starts)
+    faved = np.logical_or.reduceat(favourite, starts)
+    items, users = encoded[starts], log.user[starts]
+    times, sessions = log.time[starts], log.session[starts]
+    n_runs = len(starts)
+    if n_runs < 2:
+        raise EmptyDataError("too few interactions to build behaviour examples")
+    same_session_next = np.zeros(n_runs, bool)
+    same_session_next[:-1] = (users[1:] == users[:-1]) & (sessions[1:] == sessions[:-1])
+    first = np.ones(n_runs, bool)
+    first[1:] = users[1:] != users[:-1]
     candidates = np.flatnonzero(~first)
     if max_examples is not None and len(candidates) > max_examples:
         candidates = np.sort(rng.choice(candidates, max_examples, replace=False))
     n = len(candidates)
     history = np.zeros((n, history_length), np.int64)
     actions = np.zeros((n, history_length), np.int64)
-    act = np.where(bought, ACTION_BUY, ACTION_CLICK)
-    user_start = np.maximum.accumulate(np.where(first, np.arange(len(log)), 0))
+    act = np.where(bought, ACTION_BUY, np.where(faved, ACTION_FAVOURITE, ACTION_CLICK))
+    user_start = np.maximum.accumulate(np.where(first, np.arange(n_runs), 0))
     for row, i in enumerate(candidates):
         start = max(user_start[i], i - history_length)
         k = i - start
         history[row, history_length - k :] = items[start:i]
         actions[row, history_length - k :] = act[start:i]
-    negatives = rng.choice(len(vocab), size=(n, slate_size - 1), p=prob)
-    slate = np.concatenate([items[candidates, None], negatives], axis=1)
+    positives = items[candidates]
+    negatives = _time_local_negatives(
+        items, times, candidates, len(vocab), slate_size - 1, time_slices, rng
+    )
+    slate = np.concatenate([positives[:, None], negatives], axis=1)
     click = np.zeros((n, slate_size), np.float32)
     click[:, 0] = 1.0
     buy = np.zeros((n, slate_size), np.float32)
@@ -153,4 +179,45 @@ def from_interactions(
     click = np.take_along_axis(click, perm, 1)
     buy = np.take_along_axis(buy, perm, 1)
     leave = (~same_session_next[candidates]).astype(np.float32)
-    return BehaviourExamples(history, actions, slate, click, buy, leave, log.time[candidates], True)
+    return BehaviourExamples(history, actions, slate, click, buy, leave, times[candidates], True)
+
+
+def _time_local_negatives(
+    items: np.ndarray,
+    times: np.ndarray,
+    candidates: np.ndarray,
+    n_items: int,
+    per_slate: int,
+    slices: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """[len(candidates), per_slate] items drawn by popularity^0.75 in each candidate's time
+    slice, redrawn where they hit the slate's positive item."""
+
+    def distribution(chosen: np.ndarray) -> np.ndarray:
+        counts = np.bincount(chosen, minlength=n_items).astype(np.float64)
+        counts[:2] = 0  # padding and out-of-vocabulary are never shown
+        prob = counts**0.75
+        return prob / prob.sum()
+
+    rank = np.empty(len(items), np.int64)
+    rank[np.argsort(times, kind="stable")] = np.arange(len(items))
+    slice_of = rank * slices // len(items)
+    global_prob = distribution(items)
+    out = np.zeros((len(candidates), per_slate), np.int64)
+    for s in range(slices):
+        rows = np.flatnonzero(slice_of[candidates] == s)
+        if not len(rows):
+            continue
+        prob = distribution(items[slice_of == s])
+        if np.count_nonzero(prob) <= per_slate:  # too few items in the slice to choose from
+            prob = global_prob
+        positive = items[candidates[rows]][:, None]
+        drawn = rng.choice(n_items, size=(len(rows), per_slate), p=prob)
+        for _ in range(20):
+            clash = drawn == positive
+            if not clash.any():
+                break
+            drawn[clash] = rng.choice(n_items, size=int(clash.sum()), p=prob)
+        out[rows] = drawn
+    return out

@@ -7,7 +7,7 @@ Strict by default: the first bad row raises `DataError` naming file, line and co
   event with the rating as `value` (a rating says the user watched the film; there is no
   exposure or purchase in MovieLens). `movies.csv` gives titles and genres.
 * Taobao / Tianchi `UserBehavior.csv` (no header: user,item,category,behaviour,timestamp):
-  pv -> view, fav -> click, cart -> cart, buy -> purchase.
+  pv -> view, fav -> favourite, cart -> cart, buy -> purchase.
 * RetailRocket `events.csv` (timestamp in ms,visitorid,event,itemid,transactionid):
   view -> view, addtocart -> cart, transaction -> purchase.
 * Generic CSV / JSONL / Parquet with a `ColumnMapping` from canonical names to source columns.
@@ -69,7 +69,7 @@ TAOBAO = ColumnMapping(
     item="item_id",
     event_type="behavior",
     time="timestamp",
-    event_map={"pv": "view", "fav": "click", "cart": "cart", "buy": "purchase"},
+    event_map={"pv": "view", "fav": "favourite", "cart": "cart", "buy": "purchase"},
 )
 RETAILROCKET = ColumnMapping(
     user="visitorid",

@@ -26,16 +26,13 @@ from dataclasses import dataclass, field
 import msgspec
 import numpy as np
 
-from recloop.core.contract import EventType
+from recloop.core.contract import ITEM_EVENTS, EventType
 from recloop.core.errors import InvalidInputError
 
 EVENT_TYPES: tuple[EventType, ...] = tuple(EventType)
 """Code -> event type; the `event_type` column holds indices into this tuple."""
 EVENT_CODE: dict[EventType, int] = {t: i for i, t in enumerate(EVENT_TYPES)}
-ITEM_EVENT_CODES = np.array(
-    [EVENT_CODE[t] for t in (EventType.VIEW, EventType.CLICK, EventType.CART, EventType.PURCHASE)],
-    dtype=np.uint8,
-)
+ITEM_EVENT_CODES = np.array(sorted(EVENT_CODE[t] for t in ITEM_EVENTS), dtype=np.uint8)
 
 
 class DataError(InvalidInputError, ValueError):
@@ -194,7 +191,7 @@ class EventLog:
         return self.take(order)
 
     def item_events(self) -> EventLog:
-        """Only the rows about an item (view, click, cart, purchase)."""
+        """Only the rows about an item (view, click, cart, purchase, favourite)."""
         return self.take(np.isin(self.event_type, ITEM_EVENT_CODES))
 
     def fingerprint(self) -> str:

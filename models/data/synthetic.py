@@ -14,6 +14,7 @@ Because the click model is known, tests can check that learnt models recover it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -228,3 +229,65 @@ class SyntheticWorld:
             + self.params.popularity_weight * self.popularity
         )
         return np.argsort(-scores, kind="stable")[:k]
+
+
+LAYOUTS = ("movielens", "taobao", "retailrocket")
+"""Public log layouts `write_layout` can write (the loaders in `loaders.py` read them back)."""
+
+
+def write_layout(world: SyntheticWorld, kind: str, directory: str | Path, seed: int = 0) -> str:
+    """Write the world's log in a public layout and return the `kind:path` spec that loads it.
+
+    Such logs have no impressions, so exposures are dropped; what each layout records:
+
+    * movielens: one rating per (user, item) clicked; 4.5-5 if bought, else 0.5-4.
+    * taobao (no header): each click is a `pv`, 10 % of clicks also a `fav`, a purchase is
+      `cart` then `buy`; like the real log it is view-heavy (a clicked item is viewed 1-3 times).
+    * retailrocket (ms timestamps): each click is 1-3 `view`s, a purchase `addtocart` then
+      `transaction` with a transaction id.
+    """
+    if kind not in LAYOUTS:
+        raise ValueError(f"unknown layout {kind!r}; use one of {LAYOUTS}")
+    rng = np.random.default_rng(seed)
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    log = world.log
+    click, buy = EVENT_CODE[EventType.CLICK], EVENT_CODE[EventType.PURCHASE]
+    category = {item: int(c) for item, c in zip(world.item_ids, world.item_category, strict=True)}
+    rows: list[tuple[str, str, str, float]] = []  # (user, item, action, time)
+    seen: set[tuple[str, str]] = set()
+    for user, item, code, t in zip(log.user, log.item, log.event_type, log.time, strict=True):
+        if code == click:
+            repeats = 1 if kind == "movielens" else int(rng.integers(1, 4))
+            rows += [(user, item, "click", t + k * rng.uniform(2, 30)) for k in range(repeats)]
+            if kind == "taobao" and rng.random() < 0.1:
+                rows.append((user, item, "fav", t + 1.0))
+        elif code == buy:
+            rows += [(user, item, "cart", t), (user, item, "buy", t + rng.uniform(5, 120))]
+    rows.sort(key=lambda r: (r[3], r[0], r[1]))
+    uid = {u: u.lstrip("u") for u in world.user_ids}
+    iid = {i: i.lstrip("i") for i in world.item_ids}
+    if kind == "movielens":
+        bought = {(u, i) for u, i, a, _ in rows if a == "buy"}
+        lines = ["userId,movieId,rating,timestamp"]
+        for u, i, a, t in rows:
+            if a != "click" or (u, i) in seen:
+                continue
+            seen.add((u, i))
+            rating = rng.choice([4.5, 5.0]) if (u, i) in bought else rng.choice(np.arange(1, 9) / 2)
+            lines.append(f"{uid[u]},{iid[i]},{rating:.1f},{int(t)}")
+        (out / "ratings.csv").write_text("\n".join(lines) + "\n")
+        return f"movielens:{out}"
+    if kind == "taobao":
+        names = {"click": "pv", "fav": "fav", "cart": "cart", "buy": "buy"}
+        lines = [f"{uid[u]},{iid[i]},{category[i]},{names[a]},{int(t)}" for u, i, a, t in rows]
+        path = out / "UserBehavior.csv"
+        path.write_text("\n".join(lines) + "\n")
+        return f"taobao:{path}"
+    names = {"click": "view", "cart": "addtocart", "buy": "transaction"}
+    lines = ["timestamp,visitorid,event,itemid,transactionid"]
+    for n, (u, i, a, t) in enumerate(rows):
+        transaction = str(n) if a == "buy" else ""
+        lines.append(f"{int(t * 1000)},{uid[u]},{names[a]},{iid[i]},{transaction}")
+    (out / "events.csv").write_text("\n".join(lines) + "\n")
+    return f"retailrocket:{out}"

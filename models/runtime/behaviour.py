@@ -16,8 +16,11 @@ from recloop.models.runtime.card import ModelDir, ModelLoadError
 from recloop.models.runtime.session import as_histories, open_session
 from recloop.models.runtime.vocab import OOV
 
-ACTION_PAD, ACTION_CLICK, ACTION_BUY, ACTION_QUERY = 0, 1, 2, 3
-"""Action tokens of the behaviour LM. QUERY marks a candidate whose action is being predicted."""
+ACTION_PAD, ACTION_CLICK, ACTION_BUY, ACTION_QUERY, ACTION_FAVOURITE = 0, 1, 2, 3, 4
+"""Action tokens of the behaviour LM. QUERY marks a candidate whose action is being predicted;
+FAVOURITE (appended after it, so older models keep their codes) a history item the user
+favourited without buying."""
+N_ACTIONS = ACTION_FAVOURITE + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +88,8 @@ class BehaviourRuntime:
     ) -> BehaviourOutput:
         """Probabilities for each slate item (slot order = position) given each history row.
 
-        `actions` (LM only) gives each history item's action (1 click, 2 buy; default click).
+        `actions` (LM only) gives each history item's action (1 click, 2 buy, 4 favourite;
+        default click).
         """
         h = as_histories(histories, self.history_length)
         s = np.ascontiguousarray(np.asarray(slates, dtype=np.int64))

@@ -19,7 +19,7 @@ import tensorflow as tf
 from keras import ops
 
 from recloop.models.data.examples import BehaviourExamples
-from recloop.models.runtime.behaviour import ACTION_QUERY
+from recloop.models.runtime.behaviour import ACTION_QUERY, N_ACTIONS
 from recloop.models.train.config import BehaviourConfig
 from recloop.models.train.layers import NEG, RightAlignedPositions, TransformerBlock
 from recloop.models.train.loop import run_epochs
@@ -80,7 +80,7 @@ class BehaviourLM(keras.Model):
         super().__init__(**kwargs)
         self.dim = cfg.dim
         self.items = keras.layers.Embedding(n_items, cfg.dim)
-        self.actions = keras.layers.Embedding(ACTION_QUERY + 1, cfg.dim)
+        self.actions = keras.layers.Embedding(N_ACTIONS, cfg.dim)
         self.slots = keras.layers.Embedding(cfg.max_slate, cfg.dim)
         self.positions = RightAlignedPositions(max_len + 1, cfg.dim)
         self.max_len = max_len

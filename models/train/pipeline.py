@@ -129,7 +129,9 @@ def train_all(
 
     trained = rec.train_recommender(split.train, n_items, max_len, config.recommender, config.seed)
     seconds["recommender"] = trained.seconds
-    keep["recommender"] = rec.inference_model(trained.model, config.recommender.max_k)
+    # A catalogue smaller than max_k (a small log after the k-core filter) caps the top-k.
+    max_k = min(config.recommender.max_k, n_items)
+    keep["recommender"] = rec.inference_model(trained.model, max_k)
     entry = export_keras(
         keep["recommender"],
         rec.signature(),  # type: ignore[arg-type]
@@ -141,7 +143,7 @@ def train_all(
         scores_output=entry.outputs[1].name,
         history_input="history",
         exclude_input="exclude_seen",
-        max_k=config.recommender.max_k,
+        max_k=max_k,
         final_loss=trained.losses[-1],
     )
     models = {"recommender": entry}

@@ -132,10 +132,15 @@ def ppmi_embeddings(
     pmi = np.log(coo.data * total / (row[coo.row] * row[coo.col]))
     keep = pmi > 0
     ppmi = sparse.csr_matrix((pmi[keep], (coo.row[keep], coo.col[keep])), shape=counts.shape)
-    u, sv, _ = randomized_svd(ppmi, dim, random_state=seed)
-    vectors = u * np.sqrt(sv)
-    # Match the scale of Keras' default embedding init so training dynamics are unchanged.
-    vectors *= 0.05 / max(float(vectors[2:].std()), 1e-8)
+    # A catalogue smaller than the embedding has fewer singular vectors than `dim`: the SVD
+    # fills the first `rank` columns and the rest start random at the same scale.
+    rank = min(dim, n_items - 2)
+    vectors = np.random.default_rng(seed).normal(0.0, 0.05, (n_items, dim))
+    if rank > 0:
+        u, sv, _ = randomized_svd(ppmi, rank, random_state=seed)
+        svd = u * np.sqrt(sv)
+        # Match the scale of Keras' default embedding init so training dynamics are unchanged.
+        vectors[:, :rank] = svd * 0.05 / max(float(svd[2:].std()), 1e-8)
     vectors[:2] = 0.0
     return vectors.astype(np.float32)
 

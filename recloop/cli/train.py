@@ -23,13 +23,23 @@ def data(
     ] = False,
     write_jsonl: Annotated[Path | None, typer.Option(help="Write canonical events here")] = None,
 ) -> None:
-    """Load a data set, print a summary, optionally convert it to canonical JSONL."""
+    """Load a data set, print a summary, optionally convert it to canonical JSONL.
+
+    Logs without session ids (MovieLens, Taobao, RetailRocket) are sessionised as training does
+    it (a new session after 30 minutes without events), so `sessions` is what the models see.
+    """
     import msgspec
 
     from recloop.models.data.loaders import load
     from recloop.models.data.loaders import write_jsonl as write
+    from recloop.models.data.preprocess import DEFAULT_SESSION_GAP, sessionise
 
     log = load(spec, lenient=lenient)
+    if not (log.session != "").any():
+        log = sessionise(log, DEFAULT_SESSION_GAP)
+        typer.echo(
+            f"sessions: none in the log; split by {DEFAULT_SESSION_GAP / 60:.0f}-minute gaps"
+        )
     typer.echo(msgspec.json.format(msgspec.json.encode(log.summary())).decode())
     if write_jsonl:
         typer.echo(f"wrote {write(log, write_jsonl)} events to {write_jsonl}")

@@ -33,7 +33,9 @@ Epoch = Annotated[float, msgspec.Meta(ge=0)]
 
 
 class EventType(enum.StrEnum):
-    """What a user did. `request` asks the recommender for a slate without any other action."""
+    """What a user did. `request` asks the recommender for a slate without any other action;
+    `favourite` marks an item as liked or saved for later (Taobao's `fav`), which is neither a
+    click nor a purchase. New types are appended, so existing codes keep their positions."""
 
     SESSION_START = "session_start"
     VIEW = "view"
@@ -42,9 +44,12 @@ class EventType(enum.StrEnum):
     PURCHASE = "purchase"
     LEAVE = "leave"
     REQUEST = "request"
+    FAVOURITE = "favourite"
 
 
-ITEM_EVENTS = frozenset({EventType.VIEW, EventType.CLICK, EventType.CART, EventType.PURCHASE})
+ITEM_EVENTS = frozenset(
+    {EventType.VIEW, EventType.CLICK, EventType.CART, EventType.PURCHASE, EventType.FAVOURITE}
+)
 """Event types that are about one item and so must carry `item_id`."""
 
 
