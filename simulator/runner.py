@@ -40,7 +40,7 @@ from recloop.core.contract import (
 )
 from recloop.core.errors import RunError, kafka_unreachable
 from recloop.core.settings import Settings
-from recloop.core.topics import TopicError, assign_at_end
+from recloop.core.topics import TopicError, assign_at_end, create_hint
 from recloop.simulator import metrics as m
 from recloop.simulator.pacing import SPIN_SECONDS, RunClock
 from recloop.simulator.population import Population, Shard, build_population
@@ -384,11 +384,12 @@ class Simulation:
             topics = await self.consumer.topics()
         except KafkaError as exc:
             raise SimulationError(kafka_unreachable(self.settings.bootstrap, exc)) from None
-        for name in (self.events_topic, self.recs_topic):
+        for role, name in (("events", self.events_topic), ("recommendations", self.recs_topic)):
             if name not in topics:
                 raise SimulationError(
-                    f"topic {name!r} does not exist on {self.settings.bootstrap}; "
-                    "create it (the worker or `recloop demo` does) or set the scenario's topics"
+                    f"topic {name!r} does not exist on {self.settings.bootstrap}; create it "
+                    f"with {create_hint(self.settings, role, name)}, or point RECLOOP_TOPICS__* "
+                    "or the scenario's topics: at existing ones"
                 )
         # Fetch the events topic's metadata now: the first send would otherwise wait for it
         # while the schedule runs on, making the first second of every run late.

@@ -43,7 +43,7 @@ from recloop.core.contract import (
 )
 from recloop.core.errors import RunError, kafka_unreachable
 from recloop.core.settings import Settings
-from recloop.core.topics import topic_partitions
+from recloop.core.topics import create_hint, topic_partitions
 from recloop.simulator import metrics
 from recloop.simulator.replay.amplify import (
     Selection,
@@ -432,7 +432,10 @@ class Replayer:
         try:
             partitions = await producer.partitions_for(topic)
             if not partitions:
-                raise ReplayError(f"topic {topic!r} does not exist and was not created")
+                raise ReplayError(
+                    f"topic {topic!r} does not exist on {self.settings.bootstrap}; create it "
+                    f"with {create_hint(self.settings, 'events', topic)}"
+                )
             metrics.TARGET_RATE.labels(self.options.run_id, SOURCE).set(self._target_rate())
             if self.tracker is not None:
                 await self.tracker.start()
