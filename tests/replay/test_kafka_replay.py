@@ -250,3 +250,42 @@ def test_cli_record_then_replay(broker, tmp_path) -> None:
     assert {e.user_id for e in replayed} == {
         u for e in events for u in (e.user_id, f"{e.user_id}~c1")
     }
+
+
+async def test_raw_replay_keeps_bytes_headers_and_timestamps(kafka, tmp_path) -> None:
+    """Raw mode through the shared `BatchSender`: values, headers and record timestamps go out
+    untouched (`keep`), keyed records stay per key in order, unkeyed ones spread round robin."""
+    settings = Settings(bootstrap=kafka.bootstrap, topics=unique_topics("raw"))
+    await ensure_topics(settings)
+    topic = settings.topics.events
+    base = 1_700_000_000_000
+    source = tmp_path / "raw.rec.zst"
+    records = [
+        Record.of(
+            topic,
+            0,
+            i,
+            base + 10 * i,
+            None if i % 5 == 0 else f"k{i % 3}".encode(),
+            bytes([i % 256]) * (i % 7 + 1),  # not a UserEvent: raw mode must not decode it
+            [("h", str(i).encode())],
+        )
+        for i in range(40)
+    ]
+    with RecordingWriter(source, Header(created=base / 1000, topics=[topic])) as writer:
+        for rec in records:
+            writer.write(rec)
+    plan = make_plan(load_recording(source, raw=True).rows, speed=math.inf)
+    result = await Replayer(settings, plan, Options(topic=topic, time_mode="keep")).run()
+    assert (result.sent, result.failed) == (40, 0)
+
+    copy = tmp_path / "copy.rec.zst"
+    await record(settings, [topic], copy, Bounds())
+    got = [rec for _, rec in read_recording(copy, strict=True)]
+    want = {(r.value_bytes(), r.timestamp, tuple(r.headers or ())) for r in records}
+    assert {(r.value_bytes(), r.timestamp, tuple(r.headers or ())) for r in got} == want
+    for key in (b"k0", b"k1", b"k2"):
+        mine = [r for r in got if r.key_bytes() == key]
+        assert len({r.partition for r in mine}) == 1
+        assert [r.timestamp for r in mine] == sorted(r.timestamp for r in mine)
+    assert len({r.partition for r in got if r.key_bytes() is None}) > 1
