@@ -111,3 +111,14 @@ def test_worker_creates_missing_topics_and_answers(broker, tmp_path: Path) -> No
         assert "created topics" in log.read_text(errors="replace")
     finally:
         stop_process(proc)
+
+
+def test_simulate_names_what_creates_a_missing_topic(broker, tmp_path: Path) -> None:
+    env, settings = _env(broker.bootstrap, tmp_path)
+    done = _recloop(
+        env, "simulate", "--rate", "1", "--duration", "1", "--no-live", "--metrics-port", "0"
+    )
+    assert done.returncode == 3, done.stdout + done.stderr
+    line = done.stderr.strip()
+    assert "\n" not in line, line
+    assert settings.topics.events in line and "`recloop topics create`" in line, line
