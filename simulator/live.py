@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from types import TracebackType
 
 from rich.console import Console, Group
@@ -71,13 +72,19 @@ def render(s: Snapshot, title: str = "RecLoop simulation") -> Group:
 
 
 class LiveView:
-    """Context manager: `with LiveView() as view: ... view.update(snapshot)`."""
+    """Context manager: `with LiveView() as view: ... view.update(snapshot)`.
+
+    The frame left on screen at the end has no threshold lines: the command prints the final
+    verdicts, with what was measured, once below it.
+    """
 
     def __init__(self, title: str = "RecLoop simulation", console: Console | None = None) -> None:
         self.title = title
         self.live = Live(console=console, refresh_per_second=2, transient=False)
+        self.last: Snapshot | None = None
 
     def update(self, snapshot: Snapshot) -> None:
+        self.last = snapshot
         self.live.update(render(snapshot, self.title))
 
     def __enter__(self) -> LiveView:
@@ -87,4 +94,10 @@ class LiveView:
     def __exit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self.last is not None:
+            self.live.update(render(dataclasses.replace(self.last, verdicts=[]), self.title))
         self.live.__exit__(et, ev, tb)
+        if not self.live.console.is_terminal:
+            # rich ends the last frame with a newline on terminals only; without it the next
+            # line printed (the verdicts) would be glued to the frame's last line.
+            self.live.console.line()

@@ -1,4 +1,7 @@
-"""The end-of-run JSON summary and a self-contained HTML report (inline SVG plots, no scripts).
+"""The end-of-run JSON summary and a self-contained HTML report.
+
+The report's charts are drawn by the same code as the live dashboard's (`web/static/charts.js`
+on the vendored uPlot), inlined with the data so the report stays one file that works offline.
 
 `summary.json` carries the figures, the threshold verdicts, the run's metadata and the raw
 mergeable stats, so `recloop report a/summary.json b/summary.json` can combine the processes
@@ -21,7 +24,8 @@ from typing import Any
 from recloop.simulator.figures import figure
 from recloop.simulator.runner import RunResult
 from recloop.simulator.stats import RunStats
-from recloop.simulator.thresholds import Verdict, evaluate, parse_threshold
+from recloop.simulator.thresholds import Verdict, evaluate, parse_threshold, unit_of
+from recloop.simulator.web.charts import inline_assets, render_script, run_specs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -163,158 +167,6 @@ def merge_summaries(parts: list[Summary]) -> Summary:
     )
 
 
-# -- plotting (inline SVG) --------------------------------------------------------------------
-
-COLOURS = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2")
-
-
-def svg_chart(
-    title: str,
-    series: list[tuple[str, list[float], list[float | None]]],
-    *,
-    x_label: str = "seconds",
-    y_label: str = "",
-    log_x: bool = False,
-    width: int = 620,
-    height: int = 260,
-) -> str:
-    """A small line chart: `series` is (name, xs, ys); None and non-finite ys leave gaps."""
-    left, right, top, bottom = 60, 10, 28, 38
-    pts = [
-        (x, y)
-        for _, xs, ys in series
-        for x, y in zip(xs, ys, strict=True)
-        if y is not None and math.isfinite(y) and (not log_x or x > 0)
-    ]
-    head = f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">'
-    head += f'<text x="{left}" y="16" font-size="13" font-weight="bold">{html.escape(title)}</text>'
-    if not pts:
-        return head + f'<text x="{left}" y="{height / 2}">no data</text></svg>'
-
-    def fx(x: float) -> float:
-        return math.log10(x) if log_x else x
-
-    x0, x1 = min(fx(p[0]) for p in pts), max(fx(p[0]) for p in pts)
-    y0, y1 = 0.0, max(p[1] for p in pts) or 1.0
-    x1 = x1 if x1 > x0 else x0 + 1
-    y1 *= 1.05
-
-    def px(x: float) -> float:
-        return left + (fx(x) - x0) / (x1 - x0) * (width - left - right)
-
-    def py(y: float) -> float:
-        return height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom)
-
-    out = [head]
-    out.append(
-        f'<rect x="{left}" y="{top}" width="{width - left - right}" '
-        f'height="{height - top - bottom}" fill="none" stroke="#999"/>'
-    )
-    for i in range(5):
-        yv = y0 + (y1 - y0) * i / 4
-        out.append(
-            f'<text x="{left - 4}" y="{py(yv) + 4:.1f}" font-size="10" '
-            f'text-anchor="end">{_fmt(yv)}</text>'
-        )
-        xv = x0 + (x1 - x0) * i / 4
-        label = _fmt(10**xv if log_x else xv)
-        out.append(
-            f'<text x="{px(10**xv if log_x else xv):.1f}" y="{height - bottom + 14}" '
-            f'font-size="10" text-anchor="middle">{label}</text>'
-        )
-    out.append(
-        f'<text x="{width / 2}" y="{height - 6}" font-size="11" '
-        f'text-anchor="middle">{html.escape(x_label)}</text>'
-    )
-    out.append(
-        f'<text x="12" y="{height / 2}" font-size="11" text-anchor="middle" '
-        f'transform="rotate(-90 12 {height / 2})">{html.escape(y_label)}</text>'
-    )
-    for k, (name, xs, ys) in enumerate(series):
-        colour = COLOURS[k % len(COLOURS)]
-        path, pen = [], "M"
-        for x, y in zip(xs, ys, strict=True):
-            if y is None or not math.isfinite(y) or (log_x and x <= 0):
-                pen = "M"
-                continue
-            path.append(f"{pen}{px(x):.1f},{py(y):.1f}")
-            pen = "L"
-        out.append(f'<path d="{" ".join(path)}" fill="none" stroke="{colour}" stroke-width="1.6"/>')
-        out.append(
-            f'<text x="{left + 8 + 110 * k}" y="{top + 14}" font-size="11" '
-            f'fill="{colour}">{html.escape(name)}</text>'
-        )
-    out.append("</svg>")
-    return "".join(out)
-
-
-def _fmt(v: float) -> str:
-    if v == 0:
-        return "0"
-    if abs(v) >= 100:
-        return f"{v:.0f}"
-    if abs(v) >= 1:
-        return f"{v:.1f}"
-    return f"{v:.3g}"
-
-
-def plots(stats: RunStats, replay: RunStats | None = None) -> list[str]:
-    """The report's charts from the per-second timeline and the latency histograms (simulated
-    users, and replayed users when there are any)."""
-    xs = [float(i) for i in range(len(stats.timeline))]
-    p50, p99, target, sent, ctr, aband, late = [], [], [], [], [], [], []
-    for sec in stats.timeline:
-        c = sec.counts
-        if sec.latency.get_total_count():
-            v = sec.latency.get_percentile_to_value_dict([50, 99])
-            p50.append(v[50] / 1000)
-            p99.append(v[99] / 1000)
-        else:
-            p50.append(None)
-            p99.append(None)
-        target.append(float(c["events_intended"]))
-        sent.append(float(c["events_sent"]))
-        late.append(float(c["late_sends"]))
-        ctr.append(c["clicks"] / c["impressions"] if c["impressions"] else None)
-        aband.append(c["abandoned"] / c["sessions_ended"] if c["sessions_ended"] else None)
-    charts = [
-        svg_chart(
-            "Recommendation latency (from intended send time)",
-            [("p50", xs, p50), ("p99", xs, p99)],
-            y_label="ms",
-        ),
-        svg_chart(
-            "Event rate: target vs achieved",
-            [("target", xs, target), ("achieved", xs, sent), ("late sends", xs, late)],
-            y_label="events/s",
-        ),
-        svg_chart(
-            "CTR and abandonment",
-            [("CTR", xs, ctr), ("abandonment (of ended)", xs, aband)],
-            y_label="share",
-        ),
-    ]
-    cdf_series = []
-    sources = [("intended", stats.latency), ("actual", stats.actual_latency)]
-    if replay is not None:
-        sources += [("replay intended", replay.latency), ("replay actual", replay.actual_latency)]
-    for name, h in sources:
-        if h.get_total_count():
-            qs = [q / 2 for q in range(0, 199)] + [99.5, 99.9, 99.99, 100.0]
-            vals = h.get_percentile_to_value_dict(qs)
-            cdf_series.append((name, [vals[q] / 1000 for q in qs], [q / 100 for q in qs]))
-    charts.append(
-        svg_chart(
-            "Latency CDF",
-            cdf_series,
-            x_label="latency (ms, log scale)",
-            y_label="share of answers",
-            log_x=True,
-        )
-    )
-    return charts
-
-
 KEY_FIGURES = (
     ("p50 latency (intended)", "latency.p50", "ms"),
     ("p99 latency (intended)", "latency.p99", "ms"),
@@ -388,7 +240,7 @@ def render_html(summary: Summary) -> str:
     )
     verdicts = "".join(
         f"<tr><td>{html.escape(v['threshold'])}</td>"
-        f"<td>{figure(v['value'])}</td>"
+        f"<td>{figure(v['value'], unit_of(v['key']))}</td>"
         f"<td style='color:{'#16a34a' if v['passed'] else '#dc2626'}'>"
         f"{'pass' if v['passed'] else 'FAIL'}</td></tr>"
         for v in summary.verdicts
@@ -414,16 +266,17 @@ def render_html(summary: Summary) -> str:
     ended = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in summary.ended_by.items()
     )
-    charts = "".join(f"<div class='chart'>{c}</div>" for c in plots(stats, replay))
+    charts = render_script("charts", run_specs(stats, replay))
     scenario = html.escape(json.dumps(summary.scenario, indent=1))
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>RecLoop run {html.escape(summary.run_id)}</title>
-<style>
+<link rel="icon" href="data:,">
+{inline_assets()}<style>
 body {{ font-family: system-ui, sans-serif; margin: 24px; color: #111; }}
 table {{ border-collapse: collapse; margin: 8px 24px 16px 0; display: inline-table;
         vertical-align: top; }}
 td {{ border-bottom: 1px solid #ddd; padding: 3px 10px; font-size: 13px; }}
-.chart {{ display: inline-block; margin: 6px; border: 1px solid #eee; }}
+.chart {{ display: inline-block; margin: 6px; border: 1px solid #eee; vertical-align: top; }}
 pre {{ background: #f6f6f6; padding: 8px; font-size: 12px; }}
 </style></head><body>
 <h1>RecLoop run {html.escape(summary.run_id)}:
@@ -431,7 +284,7 @@ pre {{ background: #f6f6f6; padding: 8px; font-size: 12px; }}
 <h2>Key figures</h2><table>{rows}</table>
 <table><tr><td colspan=3><b>Thresholds</b></td></tr>{verdicts or "<tr><td>none</td></tr>"}</table>
 {_replay_html(summary.replay)}
-<h2>Over time</h2>{charts}
+<h2>Over time</h2><div id="charts"></div>{charts}
 <h2>Run</h2><table>{meta_rows}</table>
 <table><tr><td colspan=2><b>Counts</b></td></tr>{counts}</table>
 <table><tr><td colspan=2><b>Sessions ended by</b></td></tr>{ended}</table>
@@ -451,10 +304,11 @@ def write_report(summary: Summary, out_dir: str | Path) -> Path:
 
 
 def verdict_lines(verdicts: list[Verdict] | list[dict[str, Any]]) -> list[str]:
-    """One line per threshold for terminal output."""
-    lines = []
-    for v in verdicts:
-        d = v if isinstance(v, dict) else asdict(v)
-        mark = "✓" if d["passed"] else "✗"
-        lines.append(f"{mark} {d['threshold']}  (measured {figure(d['value'])})")
-    return lines
+    """One line per threshold for terminal output, aligned, the measured value with its unit."""
+    rows = [v if isinstance(v, dict) else asdict(v) for v in verdicts]
+    width = max((len(d["threshold"]) for d in rows), default=0)
+    return [
+        f"{'✓' if d['passed'] else '✗'} {d['threshold']:<{width}}  measured "
+        f"{figure(d['value'], unit_of(d['key']))}"
+        for d in rows
+    ]

@@ -74,6 +74,29 @@ class Verdict:
     passed: bool
 
 
+def figure_key(stat: str | None, metric: str, text: str, what: str = "threshold") -> str:
+    """The figure `[stat] metric` names (`latency.p99`, `ctr`); raises `ThresholdError` naming
+    the allowed values. `what` and `text` say where it was written (a threshold, a gate)."""
+    if metric not in METRICS:
+        raise ThresholdError(
+            f"{what} {text!r}: unknown metric {metric!r}; allowed values: {', '.join(METRICS)}"
+        )
+    if metric in LATENCY_METRICS:
+        if stat is None:
+            raise ThresholdError(
+                f"{what} {text!r}: {metric} needs a statistic (p50, p90, p99, p99.9, mean, max)"
+            )
+        if stat not in LATENCY_STATS:
+            raise ThresholdError(
+                f"{what} {text!r}: statistic {stat!r} not kept; allowed values: "
+                + ", ".join(LATENCY_STATS)
+            )
+        return f"{metric}.{stat}"
+    if stat not in (None, "mean"):
+        raise ThresholdError(f"{what} {text!r}: {metric} takes no percentile")
+    return metric
+
+
 def parse_threshold(text: str) -> Threshold:
     """Parse one expression; raises `ThresholdError` naming the allowed metrics and forms."""
     m = _EXPR.match(text.lower())
@@ -81,29 +104,15 @@ def parse_threshold(text: str) -> Threshold:
         raise ThresholdError(f"cannot parse threshold {text!r}; write it like {FORMS}")
     stat, metric, op, unit = m["stat"], m["metric"], m["op"], m["unit"]
     value = float(m["value"])
-    if metric not in METRICS:
-        raise ThresholdError(
-            f"threshold {text!r}: unknown metric {metric!r}; allowed values: {', '.join(METRICS)}"
-        )
+    key = figure_key(stat, metric, text)
     if metric in LATENCY_METRICS:
-        if stat is None:
-            raise ThresholdError(
-                f"threshold {text!r}: {metric} needs a statistic (p50, p90, p99, p99.9, mean, max)"
-            )
-        if stat not in LATENCY_STATS:
-            raise ThresholdError(
-                f"threshold {text!r}: statistic {stat!r} not kept; allowed values: "
-                + ", ".join(LATENCY_STATS)
-            )
         if unit == "%":
             raise ThresholdError(f"threshold {text!r}: {metric} takes ms or s, not %")
         limit = value / 1000 if unit == "ms" else value
-        return Threshold(text, f"{metric}.{stat}", op, limit)
+        return Threshold(text, key, op, limit)
     if unit in ("ms", "s"):
         raise ThresholdError(f"threshold {text!r}: {metric} is not a duration; drop {unit!r}")
-    if stat not in (None, "mean"):
-        raise ThresholdError(f"threshold {text!r}: {metric} takes no percentile")
-    return Threshold(text, metric, op, value / 100 if unit == "%" else value)
+    return Threshold(text, key, op, value / 100 if unit == "%" else value)
 
 
 def evaluate(

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from recloop.cli.compare import register as register_compare
 from recloop.cli.demo import register as register_demo
 from recloop.cli.replay import register as register_replay
 from recloop.cli.simulate import register as register_simulator
@@ -110,5 +111,6 @@ register_train(app)
 register_topics(app)
 register_worker(app)
 register_simulator(app)
+register_compare(app)
 register_replay(app)
 register_demo(app)

@@ -7,16 +7,32 @@ Errors reach the CLI's one handler (`recloop.cli.app`) as `RecLoopError`s.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from recloop.cli.web import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    WebFlag,
+    WebHost,
+    WebOptions,
+    WebPort,
+    fan_out,
+    open_dashboard,
+    run_meta,
+    run_status,
+    web_options,
+)
 from recloop.core.errors import EXIT_FAILED, EXIT_OK, InvalidInputError
 
 if TYPE_CHECKING:  # the modules are imported inside the commands, to keep --help fast
     from recloop.core.settings import Settings
     from recloop.simulator.population import Shard
+    from recloop.simulator.runner import Snapshot
     from recloop.simulator.scenario import Scenario
     from recloop.simulator.stats import RunStats
 
@@ -45,6 +61,9 @@ def simulate(
     abort_on_breach: Annotated[
         bool | None, typer.Option(help="Stop as soon as a threshold is breached")
     ] = None,
+    web: WebFlag = False,
+    web_port: WebPort = DEFAULT_PORT,
+    web_host: WebHost = DEFAULT_HOST,
 ) -> None:
     """Run simulated users against the recommender on Kafka; report and check thresholds."""
     from recloop.core.settings import load_settings
@@ -63,7 +82,16 @@ def simulate(
         updates["abort_on_breach"] = abort_on_breach
     sc = sc.model_copy(update=updates)
     settings = load_settings(bootstrap=bootstrap)
-    code = run_and_report(sc, settings, part, run_id, out, metrics_port, live)
+    code = run_and_report(
+        sc,
+        settings,
+        part,
+        run_id,
+        out,
+        metrics_port,
+        live,
+        web=web_options(web, web_port, web_host),
+    )
     raise typer.Exit(code)
 
 
@@ -76,9 +104,12 @@ def run_and_report(
     metrics_port: int,
     live: bool,
     broker_name: str | None = None,
+    *,
+    web: WebOptions | None = None,
 ) -> int:
     """Run one simulator process with the live view, write its report, return the exit code.
 
+    With `web`, a live dashboard is served too, and shows the report when the run is over.
     A run that cannot start raises its `RecLoopError` (bad scenario or population 2, Kafka 3).
     """
     import uuid
@@ -95,16 +126,26 @@ def run_and_report(
             start_http_server(metrics_port, addr="0.0.0.0")
         except OSError as exc:
             typer.secho(f"metrics port {metrics_port} unavailable ({exc}); metrics off", err=True)
-    if live:
-        with LiveView(f"RecLoop {scenario.name} · run {run_id}") as view:
-            result = run_simulation(
-                scenario, settings, shard=shard, run_id=run_id, on_tick=view.update
+    title = f"RecLoop {scenario.name} · run {run_id}"
+    broker = broker_name or settings.bootstrap
+    with contextlib.ExitStack() as stack:
+        ticks: list[Callable[[Snapshot], None]] = []
+        dashboard = None
+        if web is not None:
+            dashboard = stack.enter_context(
+                open_dashboard(web, title, run_meta(scenario, run_id, shard, broker), scenario)
             )
-    else:
-        result = run_simulation(scenario, settings, shard=shard, run_id=run_id)
-    summary = summarise(result, broker_name or settings.bootstrap)
-    suffix = "" if shard.count == 1 else f"-shard{shard.index}"
-    path = write_report(summary, out or Path("reports") / f"{run_id}{suffix}")
+            ticks.append(dashboard.update)
+        if live:
+            ticks.append(stack.enter_context(LiveView(title)).update)
+        result = run_simulation(
+            scenario, settings, shard=shard, run_id=run_id, on_tick=fan_out(ticks)
+        )
+        summary = summarise(result, broker)
+        suffix = "" if shard.count == 1 else f"-shard{shard.index}"
+        path = write_report(summary, out or Path("reports") / f"{run_id}{suffix}")
+        if dashboard is not None:
+            dashboard.finish(path.read_text(), run_status(result.passed, result.aborted))
     for line in verdict_lines(result.verdicts):
         typer.echo(line)
     if result.aborted:

@@ -81,7 +81,7 @@ async def test_closed_loop_users_react_to_the_workers_slates(
     assert f["coverage"] and f["hit_rate"] is not None
     path = write_report(summarise(result, broker.kind), tmp_path / "report")
     text = path.read_text()
-    assert "<svg" in text and "Latency CDF" in text and result.run_id in text
+    assert "RecLoopCharts.renderAll" in text and "Latency CDF" in text and result.run_id in text
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     assert summary["counts"]["recommendations"] == c["recommendations"]
 

@@ -67,6 +67,16 @@ def chart_points(driver: webdriver.Chrome) -> dict[str, int]:
     )
 
 
+def axis_ticks(driver: webdriver.Chrome) -> dict[str, dict[str, list[str]]]:
+    """The tick labels each chart drew on its x and y axes (charts.js records them)."""
+    return driver.execute_script(
+        "var out = {}; document.querySelectorAll('.chart').forEach(function (c) {"
+        "  out[c.id] = {x: (c.getAttribute('data-x-ticks') || '').split('|'),"
+        "               y: (c.getAttribute('data-y-ticks') || '').split('|')}; });"
+        "return out;"
+    )
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
     """Poll `predicate` until it returns something truthy; fail naming `what`."""
     deadline = time.monotonic() + timeout

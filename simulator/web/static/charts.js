@@ -31,13 +31,16 @@ var RecLoopCharts = (function () {
     return Math.abs(l - Math.round(l)) < 1e-9;
   }
 
-  function axisValues(unit, log) {
+  function axisValues(unit, log, drawn) {
     return function (u, splits) {
-      return splits.map(function (v) {
+      var labels = splits.map(function (v) {
         // A log axis has ticks at 1..9 x each decade: label only the decades, or they overlap.
         if (log && !isDecade(v)) return "";
         return format(v, unit);
       });
+      drawn.length = 0;
+      labels.forEach(function (l) { if (l) drawn.push(l); });
+      return labels;
     };
   }
 
@@ -62,7 +65,7 @@ var RecLoopCharts = (function () {
     return n;
   }
 
-  function options(spec, width) {
+  function options(spec, width, ticks) {
     var yUnit = spec.y.unit || "", xUnit = spec.x.unit || "";
     var series = [{ label: spec.x.label, value: function (u, v) { return format(v, xUnit); } }];
     spec.series.forEach(function (s, k) {
@@ -85,18 +88,25 @@ var RecLoopCharts = (function () {
         y: { range: function (u, min, max) { return [0, max > 0 ? max * 1.05 : 1]; } },
       },
       axes: [
-        { label: spec.x.label, values: axisValues(xUnit, !!spec.x.log), space: 50 },
-        { label: spec.y.label, values: axisValues(yUnit, false), size: 70, space: 30 },
+        { label: spec.x.label, values: axisValues(xUnit, !!spec.x.log, ticks.x), space: 50 },
+        { label: spec.y.label, values: axisValues(yUnit, false, ticks.y), size: 70, space: 30 },
       ],
       legend: { live: true },
     };
   }
 
-  /* Draw `spec` into the element `el`; returns {update(spec), points()}. */
+  /* Draw `spec` into the element `el`; returns {update(spec), points()}. The element's
+   * data-points, data-x-ticks and data-y-ticks say what was drawn (the canvas has no text). */
   function chart(el, spec) {
     var width = Math.max(320, Math.min(el.clientWidth || 620, 760));
     var data = joined(spec);
-    var plot = new uPlot(options(spec, width), data, el);
+    var ticks = { x: [], y: [] };
+    var opts = options(spec, width, ticks);
+    opts.hooks = { draw: [function () {
+      el.setAttribute("data-x-ticks", ticks.x.join("|"));
+      el.setAttribute("data-y-ticks", ticks.y.join("|"));
+    }] };
+    var plot = new uPlot(opts, data, el);
     el.setAttribute("data-points", countPoints(data));
     return {
       plot: plot,
