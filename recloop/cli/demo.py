@@ -20,6 +20,15 @@ import typer
 from aiokafka.errors import KafkaError
 
 from recloop.cli.simulate import run_and_report
+from recloop.cli.web import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    WebFlag,
+    WebHost,
+    WebOptions,
+    WebPort,
+    web_options,
+)
 from recloop.core.errors import RunError
 from recloop.core.settings import Strategy, Topics, WorkerConfig, load_settings
 from recloop.processes import WorkerNotReady, start_worker, stop_process, wait_for_recommender
@@ -150,6 +159,7 @@ def run_demo(
     strategy: Strategy = Strategy.ONNX,
     live: bool = True,
     out: Path | None = None,
+    web: WebOptions | None = None,
 ) -> int:
     """Run the demo; returns the simulator's exit code (0 when every threshold passed)."""
     from recloop.brokers import EmbeddedBroker, free_port
@@ -211,6 +221,7 @@ def run_demo(
             0,
             live,
             broker_name=broker_name,
+            web=web,
         )
         add_to_report(out, broker_name, models)
         typer.echo(f"demo used: broker {broker_name}; {models_line}")
@@ -238,6 +249,9 @@ def demo(
     strategy: Annotated[Strategy, typer.Option(help="Worker strategy")] = Strategy.ONNX,
     live: Annotated[bool, typer.Option(help="Live terminal view")] = True,
     out: Annotated[Path | None, typer.Option(help="Report directory")] = None,
+    web: WebFlag = False,
+    web_port: WebPort = DEFAULT_PORT,
+    web_host: WebHost = DEFAULT_HOST,
 ) -> None:
     """The whole loop: broker, models, worker and simulated users, then the report."""
     code = run_demo(
@@ -249,5 +263,6 @@ def demo(
         strategy=strategy,
         live=live,
         out=out,
+        web=web_options(web, web_port, web_host),
     )
     raise typer.Exit(code)

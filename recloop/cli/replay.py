@@ -12,6 +12,15 @@ from typing import Annotated
 
 import typer
 
+from recloop.cli.web import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    WebFlag,
+    WebHost,
+    WebPort,
+    open_dashboard,
+    web_options,
+)
 from recloop.core.errors import InvalidInputError
 
 
@@ -144,6 +153,9 @@ def register(app: typer.Typer) -> None:
         ] = None,
         run_id: Annotated[str | None, typer.Option(help="run_id label of the metrics")] = None,
         dry_run: Annotated[bool, typer.Option(help="Load and validate only")] = False,
+        web: WebFlag = False,
+        web_port: WebPort = DEFAULT_PORT,
+        web_host: WebHost = DEFAULT_HOST,
     ) -> None:
         """Publish a recording or an event log to Kafka, paced, keyed by user."""
         from rich.console import Console
@@ -210,21 +222,46 @@ def register(app: typer.Typer) -> None:
             from prometheus_client import start_http_server
 
             start_http_server(metrics_port)
-        result = asyncio.run(_replay(settings, plan, options, measure, wait, console))
-        console.print(
-            f"sent {result.sent} events in {result.seconds:.2f} s "
-            f"({result.rate:,.0f} events/s) to {options.topic}"
-        )
-        if not plan.as_fast_as_possible:
-            console.print(
-                f"schedule lag p50 {result.lag_p50 * 1e3:.2f} ms, p99 {result.lag_p99 * 1e3:.2f} ms, "
-                f"max {result.lag_max * 1e3:.2f} ms; {result.late} late"
+        web_at = web_options(web, web_port, web_host)
+        with contextlib.ExitStack() as stack:
+            dashboard = None
+            if web_at is not None:
+                meta = {"run id": options.run_id, "source": str(loaded.source), "speed": speed}
+                meta |= {"events per loop": str(len(rows)), "topic": options.topic}
+                meta["broker"] = settings.bootstrap
+                title = f"RecLoop replay · run {options.run_id}"
+                shown = {"source": source, "speed": speed, "max_gap": max_gap, "loops": loops}
+                shown |= {"timestamps": timestamps, "sample": sample, "clones": clones}
+                shown |= {"duration": duration, "measure": measure, "event_type": event_type}
+                dashboard = stack.enter_context(
+                    open_dashboard(web_at, title, meta, shown, "replayed")
+                )
+            result = asyncio.run(
+                _replay(settings, plan, options, measure, wait, console, dashboard)
             )
-        if (recs := result.recommendations) is not None:
-            console.print(
-                f"recommendations {recs.answered}/{recs.expected}; latency from intended send "
-                f"{recs.latency_intended_ms} ms, from actual send {recs.latency_actual_ms} ms"
-            )
+            lines = [
+                f"sent {result.sent} events in {result.seconds:.2f} s "
+                f"({result.rate:,.0f} events/s) to {options.topic}"
+            ]
+            if not plan.as_fast_as_possible:
+                lines.append(
+                    f"schedule lag p50 {result.lag_p50 * 1e3:.2f} ms, p99 "
+                    f"{result.lag_p99 * 1e3:.2f} ms, max {result.lag_max * 1e3:.2f} ms; "
+                    f"{result.late} late"
+                )
+            if (recs := result.recommendations) is not None:
+                lines.append(
+                    f"recommendations {recs.answered}/{recs.expected}; latency from intended "
+                    f"send {recs.latency_intended_ms} ms, from actual send "
+                    f"{recs.latency_actual_ms} ms"
+                )
+            if dashboard is not None:
+                from recloop.simulator.web.replayfeed import end_page
+
+                stats = None if recs is None else recs.stats
+                dashboard.finish(end_page(dashboard.title, lines, stats), "DONE")
+        for line in lines:
+            console.print(line)
 
 
 async def _record(settings, topics, path, bounds, progress):  # type: ignore[no-untyped-def]
@@ -233,7 +270,7 @@ async def _record(settings, topics, path, bounds, progress):  # type: ignore[no-
     return await record(settings, topics, path, bounds, progress)
 
 
-async def _replay(settings, plan, options, measure, wait, console):  # type: ignore[no-untyped-def]
+async def _replay(settings, plan, options, measure, wait, console, dashboard=None):  # type: ignore[no-untyped-def]
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from recloop.core.topics import ensure_topics
@@ -259,15 +296,22 @@ async def _replay(settings, plan, options, measure, wait, console):  # type: ign
             bar.update(task, completed=sent, rate=rate)
 
         ticker = asyncio.create_task(progress_loop(replayer, report))
+        feeder = None
+        if dashboard is not None:
+            from recloop.simulator.web.replayfeed import feed
+
+            feeder = asyncio.create_task(feed(replayer, dashboard.update))
         try:
             result = await replayer.run()
             if tracker is not None:
                 await tracker.wait(wait)
                 result.recommendations = tracker.summary()
         finally:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
+            for task in (ticker, feeder):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if tracker is not None:
                 await tracker.stop()
     return result

@@ -133,7 +133,12 @@ def run_and_report(
         dashboard = None
         if web is not None:
             dashboard = stack.enter_context(
-                open_dashboard(web, title, run_meta(scenario, run_id, shard, broker), scenario)
+                open_dashboard(
+                    web,
+                    title,
+                    run_meta(scenario, run_id, shard, broker),
+                    scenario.model_dump(mode="json"),
+                )
             )
             ticks.append(dashboard.update)
         if live:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -81,17 +81,25 @@ def fan_out(ticks: list[Callable[[Snapshot], None]]) -> Callable[[Snapshot], Non
 
 @contextlib.contextmanager
 def open_dashboard(
-    options: WebOptions, title: str, meta: dict[str, str], scenario: Scenario
+    options: WebOptions,
+    title: str,
+    meta: dict[str, str],
+    scenario: dict[str, Any],
+    first_source: str = "simulated",
 ) -> Iterator[Dashboard]:
-    """Serve the live dashboard for the block; on leaving, let open pages fetch the report."""
+    """Serve the live dashboard for the block; on leaving, let open pages fetch the report.
+
+    `scenario` is shown as the run's settings; `first_source` names the snapshots' own source
+    in the per-source table (a replay's is "replayed")."""
     from recloop.simulator.web.dashboard import Dashboard
 
     dashboard = Dashboard(
         title=title,
         meta=meta,
-        scenario=scenario.model_dump(mode="json"),
+        scenario=scenario,
         host=options.host,
         port=options.port,
+        source_names=(first_source, "replayed"),
     ).start()
     typer.echo(f"live dashboard: {dashboard.url}")
     try:

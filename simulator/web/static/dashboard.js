@@ -77,7 +77,7 @@
   function showFinal(final, source) {
     source.close();  // before the server goes away, so the browser does not retry
     el("status").textContent = "finished: " + final.status;
-    el("status").className = final.status === "PASSED" ? "pass" : "fail";
+    el("status").className = final.status === "FAILED" || final.status === "ABORTED" ? "fail" : "pass";
     fetch(final.report).then(function (r) { return r.text(); }).then(function (html) {
       var frame = el("report");
       frame.srcdoc = html;
