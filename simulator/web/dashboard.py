@@ -212,7 +212,7 @@ class Dashboard:
         loop = self._loop
         if loop is None or self._thread is None:
             return
-        with contextlib.suppress(RuntimeError):  # the loop already stopped
+        with contextlib.suppress(RuntimeError, TimeoutError):  # the loop stopped, or hangs
             asyncio.run_coroutine_threadsafe(self._shutdown(linger), loop).result(linger + 10)
             loop.call_soon_threadsafe(loop.stop)
         self._thread.join(10)

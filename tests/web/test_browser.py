@@ -246,7 +246,8 @@ def test_live_dashboard_updates_then_shows_the_report(
             assert "simulated" in sources and "p99 latency" in sources
             assert all(t in verdicts for t in THRESHOLDS) and "pass" in verdicts
             assert "live" in meta and "broker" in meta
-            time.sleep(2)  # a few more seconds of curves for the picture
+            progress = driver.find_element("id", "progress")
+            wait_for(lambda: float(progress.get_attribute("value")) >= 10, 20, "10 s of the run")
             screenshot(driver, tmp_path, "live-dashboard")
             stdout, stderr = proc.communicate(timeout=120)
             assert proc.returncode == 0, stdout + stderr
