@@ -296,3 +296,49 @@ def _serving(url: str) -> bool:
             return resp.status == 200
     except OSError:
         return False
+
+
+def test_replay_dashboard_shows_progress_then_the_summary(
+    loops: dict[str, Loop], tmp_path: Path
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    log = ROOT / "simulator/scenarios/data/replay-sample.jsonl"
+    cmd = [sys.executable, "-m", "recloop", "replay", f"jsonl:{log}", "--speed", "20"]
+    cmd += ["--loops", "4", "--measure", "--wait", "5", "--web", "--web-port", str(port)]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=loops["healthy"].env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with chromium(tmp_path / "profile") as driver:
+            wait_for(lambda: _serving(url), 60, f"the dashboard at {url}")
+            driver.get(url)
+            first = wait_for(
+                lambda: (p := chart_points(driver)) and p.get("rate", 0) > 2 and p, 30, "points"
+            )
+            time.sleep(1.5)
+            assert chart_points(driver)["rate"] > first["rate"]
+            assert "replayed" in driver.find_element("id", "sources").text
+            stdout, stderr = proc.communicate(timeout=120)
+            assert proc.returncode == 0, stdout + stderr
+            wait_for(
+                lambda: driver.find_element("tag name", "body").get_attribute("data-final"),
+                10,
+                "the end page",
+            )
+            assert driver.find_element("id", "status").text == "finished: DONE"
+            driver.switch_to.frame(driver.find_element("id", "report"))
+            body = driver.find_element("tag name", "body").text
+            assert "finished" in body and "sent " in body and "recommendations " in body
+            assert wait_for(lambda: chart_points(driver), 10, "the replay's charts")
+            driver.switch_to.default_content()
+            assert console_errors(driver) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
