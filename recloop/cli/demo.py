@@ -14,7 +14,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from aiokafka.errors import KafkaError
@@ -33,6 +33,9 @@ from recloop.core.errors import RunError
 from recloop.core.settings import Strategy, Topics, WorkerConfig, load_settings
 from recloop.processes import WorkerNotReady, start_worker, stop_process, wait_for_recommender
 from recloop.simulator.scenario import Scenario, scenario_from_dict
+
+if TYPE_CHECKING:
+    from recloop.simulator.report import Summary
 
 DEMO_WORLD = {"users": 500, "items": 300, "seed": 0}
 """The synthetic world the demo trains on and whose ground truth drives the users."""
@@ -103,14 +106,8 @@ def models_used(model_dir: Path, strategy: str) -> dict[str, str]:
     }
 
 
-def add_to_report(out: Path, broker: str, models: dict[str, str]) -> None:
-    """Name the demo's broker and models in the run's summary.json and report.html."""
-    from recloop.simulator.report import Summary, write_report
-
-    path = out / "summary.json"
-    if not path.is_file():  # the simulation failed before writing a report
-        return
-    summary = Summary.from_json(path.read_text())
+def name_models(summary: Summary, broker: str, models: dict[str, str]) -> None:
+    """Name the demo's broker and models in the run's summary (so in report.html too)."""
     summary.broker = broker
     # The recommender as seen in the answers (strategy, model_version) plus where it came from.
     summary.recommender = {
@@ -120,7 +117,6 @@ def add_to_report(out: Path, broker: str, models: dict[str, str]) -> None:
         "card_created": models["created"],
         "trained_on": models["data_source"],
     }
-    write_report(summary, out)
 
 
 def demo_scenario(duration: float, rate: float, model_dir: Path) -> Scenario:
@@ -222,8 +218,8 @@ def run_demo(
             live,
             broker_name=broker_name,
             web=web,
+            amend=lambda summary: name_models(summary, broker_name, models),
         )
-        add_to_report(out, broker_name, models)
         typer.echo(f"demo used: broker {broker_name}; {models_line}")
         return code
     finally:

@@ -32,6 +32,7 @@ from recloop.core.errors import EXIT_FAILED, EXIT_OK, InvalidInputError
 if TYPE_CHECKING:  # the modules are imported inside the commands, to keep --help fast
     from recloop.core.settings import Settings
     from recloop.simulator.population import Shard
+    from recloop.simulator.report import Summary
     from recloop.simulator.runner import Snapshot
     from recloop.simulator.scenario import Scenario
     from recloop.simulator.stats import RunStats
@@ -106,10 +107,12 @@ def run_and_report(
     broker_name: str | None = None,
     *,
     web: WebOptions | None = None,
+    amend: Callable[[Summary], None] | None = None,
 ) -> int:
     """Run one simulator process with the live view, write its report, return the exit code.
 
     With `web`, a live dashboard is served too, and shows the report when the run is over.
+    `amend` may add to the summary before the report is written (the demo names its models).
     A run that cannot start raises its `RecLoopError` (bad scenario or population 2, Kafka 3).
     """
     import uuid
@@ -147,6 +150,8 @@ def run_and_report(
             scenario, settings, shard=shard, run_id=run_id, on_tick=fan_out(ticks)
         )
         summary = summarise(result, broker)
+        if amend is not None:
+            amend(summary)
         suffix = "" if shard.count == 1 else f"-shard{shard.index}"
         path = write_report(summary, out or Path("reports") / f"{run_id}{suffix}")
         if dashboard is not None:
