@@ -24,7 +24,9 @@ from recloop.processes import start_worker
 ROOT = Path(__file__).resolve().parent.parent
 MOVIELENS = ROOT / "data" / "movielens-latest-small"
 """MovieLens ml-latest-small, carried by the repository (licence in its README.txt)."""
-PREREQUISITES = "sudo apt-get install -y openjdk-17-jre-headless maven prometheus chromium chromium-driver"
+PREREQUISITES = (
+    "sudo apt-get install -y openjdk-17-jre-headless maven prometheus chromium chromium-driver"
+)
 """The README's one prerequisites line: everything `make test` needs beyond Python."""
 
 
