@@ -27,6 +27,7 @@ from abc import ABC, abstractmethod
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -302,3 +303,20 @@ class ApacheKafkaBroker(LocalBroker):
 
 
 BROKERS: dict[str, type[LocalBroker]] = {"tansu": EmbeddedBroker, "kafka": ApacheKafkaBroker}
+
+
+async def cluster_kind(client_kwargs: dict[str, Any]) -> str:
+    """Which kind of broker answers at a bootstrap address: "tansu" or "kafka".
+
+    Tansu's cluster id defaults to `tansu_cluster` (Apache Kafka's is a random base64 UUID), so
+    a Tansu started with another `--cluster-id` counts as "kafka".
+    """
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(**client_kwargs)
+    await admin.start()
+    try:
+        cluster = await admin.describe_cluster()
+    finally:
+        await admin.close()
+    return "tansu" if str(cluster.get("cluster_id") or "").startswith("tansu") else "kafka"

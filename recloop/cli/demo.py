@@ -158,7 +158,7 @@ def run_demo(
     web: WebOptions | None = None,
 ) -> int:
     """Run the demo; returns the simulator's exit code (0 when every threshold passed)."""
-    from recloop.brokers import EmbeddedBroker, free_port
+    from recloop.brokers import BROKERS, EmbeddedBroker, cluster_kind, free_port
     from recloop.core.topics import ensure_topics
     from recloop.simulator.population import Shard
 
@@ -173,11 +173,16 @@ def run_demo(
             typer.echo("starting the embedded broker (Tansu)...")
             broker = EmbeddedBroker().start()
             bootstrap = broker.bootstrap
+        if broker is not None:
+            kind, tuned = "tansu (embedded)", broker.client_settings()
+        else:
+            try:
+                found = asyncio.run(cluster_kind(load_settings(bootstrap=bootstrap).kafka_kwargs()))
+            except KafkaError as exc:
+                raise DemoError(f"cannot reach Kafka at {bootstrap}: {exc!r}") from None
+            kind, tuned = f"{found} (--bootstrap)", BROKERS[found].client_settings()
         # Per broker kind: on Tansu every consumer needs a short fetch wait (see brokers.py).
-        base = load_settings(
-            bootstrap=bootstrap, **(broker.client_settings() if broker is not None else {})
-        )
-        kind = "tansu (embedded)" if broker is not None else "kafka (--bootstrap)"
+        base = load_settings(bootstrap=bootstrap, **tuned)
         broker_name = f"{kind} at {bootstrap}, fetch wait {base.fetch_max_wait_ms} ms"
         models_line = f"models {model_dir} version {models['version']} (strategy {strategy})"
         typer.echo(f"broker: {broker_name}; {models_line}")

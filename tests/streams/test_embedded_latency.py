@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from recloop.brokers import EmbeddedBroker
+from recloop.brokers import EmbeddedBroker, cluster_kind
 from recloop.core.contract import EventType, UserEvent, decode_recommendation, encode
 from recloop.core.settings import Settings
 from recloop.core.topics import assign_at_end, ensure_topics
@@ -102,3 +102,10 @@ async def test_a_single_answer_takes_milliseconds_on_the_embedded_broker(
     # The median, not the maximum: on a loaded 2-core machine single trips can wait for a core.
     # Before the fix the median was ~440 ms (events hop ~370 ms), so 100 ms separates the two.
     assert medians[0] < 100, detail
+
+
+async def test_cluster_kind_tells_tansu_from_kafka(broker) -> None:
+    """`recloop demo --bootstrap` tunes its clients by the kind of broker it finds."""
+    if broker.kind == "external":
+        pytest.skip("the kind of an external broker is not known to the test")
+    assert await cluster_kind({"bootstrap_servers": broker.bootstrap}) == broker.kind
