@@ -85,6 +85,7 @@ class LocalBroker(ABC):
         self.bootstrap = f"127.0.0.1:{self.port}"
         self._proc: subprocess.Popen[bytes] | None = None
         self._workdir: Path | None = None
+        self._cmd: list[str] = []
 
     @abstractmethod
     def _command(self, workdir: Path) -> list[str]: ...
@@ -97,10 +98,15 @@ class LocalBroker(ABC):
     def start(self, timeout: float = 90.0) -> LocalBroker:
         """Start the broker and wait until it serves metadata."""
         self._workdir = Path(tempfile.mkdtemp(prefix=f"recloop-{self.name}-"))
-        cmd = self._command(self._workdir)
-        log = open(self._workdir / "broker.log", "wb")  # noqa: SIM115 - lives as long as the process
+        self._cmd = self._command(self._workdir)
+        return self._launch(timeout)
+
+    def _launch(self, timeout: float) -> LocalBroker:
+        """Run the prepared command on the existing work directory; wait until it serves."""
+        assert self._workdir is not None and self._cmd
+        log = open(self._workdir / "broker.log", "ab")  # noqa: SIM115 - lives as long as the process
         self._proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            self._cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
             wait_until_ready(self.bootstrap, timeout)
@@ -115,6 +121,22 @@ class LocalBroker(ABC):
                 f"{self.name} exited with {self._proc.returncode}:\n{self.log_tail()}"
             )
         return self
+
+    def kill(self) -> None:
+        """SIGKILL the broker process group, as a crash would: no shutdown, no flush. The data
+        directory and the port stay, so `restart()` brings the same broker back."""
+        if self._proc is not None and self._proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait()
+
+    def restart(self, timeout: float = 90.0) -> LocalBroker:
+        """Start the killed (or stopped-by-`kill`) broker again on the same data and port."""
+        if self._workdir is None or not self._cmd:
+            raise BrokerError(f"{self.name} was never started; nothing to restart")
+        if self._proc is not None and self._proc.poll() is None:
+            raise BrokerError(f"{self.name} is still running; kill() it first")
+        return self._launch(timeout)
 
     def log_tail(self, lines: int = 40) -> str:
         """The last lines of the broker's log, for error messages."""
@@ -239,10 +261,10 @@ _SERVER_PROPERTIES = """\
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{controller}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}{listeners}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}{listeners}
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT{protocols}
 inter.broker.listener.name=PLAINTEXT
 log.dirs={logs}
 num.partitions=4
@@ -267,18 +289,61 @@ appender.stdout.layout.pattern=[%d] %p %m (%c)%n
 
 
 class ApacheKafkaBroker(LocalBroker):
-    """A single-node Apache Kafka 4.x broker+controller in KRaft mode, on Java 17."""
+    """A single-node Apache Kafka 4.x broker+controller in KRaft mode, on Java 17.
+
+    The PLAINTEXT listener on `port` is always there (readiness probe, inter-broker traffic).
+    `listeners` adds more, by name and security protocol (e.g. `{"SASL_SSL": "SASL_SSL",
+    "MTLS": "SSL"}`), each on its own free port (`listener_bootstrap(name)`); `properties`
+    are appended to server.properties (later keys win, so they can also override defaults);
+    `scram_users` (`name -> password`) are written into the KRaft metadata at format time
+    (`StorageTool format --add-scram`), as SCRAM-SHA-512 and SCRAM-SHA-256 credentials.
+    """
 
     name = "kafka"
+
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        listeners: dict[str, str] | None = None,
+        properties: dict[str, str] | None = None,
+        scram_users: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(port)
+        self.listeners = dict(listeners or {})
+        self.listener_ports = {name: free_port() for name in self.listeners}
+        self.properties = dict(properties or {})
+        self.scram_users = dict(scram_users or {})
+
+    def listener_bootstrap(self, name: str) -> str:
+        """The bootstrap address of the extra listener `name`."""
+        return f"127.0.0.1:{self.listener_ports[name]}"
+
+    def _server_properties(self, workdir: Path) -> str:
+        listeners = "".join(f",{n}://127.0.0.1:{p}" for n, p in self.listener_ports.items())
+        protocols = "".join(f",{n}:{proto}" for n, proto in self.listeners.items())
+        text = _SERVER_PROPERTIES.format(
+            port=self.port,
+            controller=free_port(),
+            logs=workdir / "logs",
+            listeners=listeners,
+            protocols=protocols,
+        )
+        return text + "".join(f"{key}={value}\n" for key, value in self.properties.items())
+
+    def _scram_args(self) -> list[str]:
+        args: list[str] = []
+        for user, password in self.scram_users.items():
+            for mechanism in ("SCRAM-SHA-512", "SCRAM-SHA-256"):
+                args += ["--add-scram", f"{mechanism}=[name={user},password={password}]"]
+        return args
 
     def _command(self, workdir: Path) -> list[str]:
         if shutil.which("java") is None:
             raise BrokerError("Java 17+ is needed for Apache Kafka: apt-get install openjdk-17-jre")
         libs = fetch_kafka_jars()
         props = workdir / "server.properties"
-        props.write_text(
-            _SERVER_PROPERTIES.format(port=self.port, controller=free_port(), logs=workdir / "logs")
-        )
+        props.write_text(self._server_properties(workdir))
         (workdir / "log4j2.properties").write_text(_LOG4J2)
         # Small heap and C1 only: a test broker should start fast and leave the cores to the app.
         java = [
@@ -293,7 +358,16 @@ class ApacheKafkaBroker(LocalBroker):
         ]
         cluster_id = uuid.uuid4().hex[:22]
         fmt = subprocess.run(
-            [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
+            [
+                *java,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                str(props),
+                *self._scram_args(),
+            ],
             capture_output=True,
             text=True,
         )

@@ -148,9 +148,12 @@ class RequestTracker:
             first = next(iter(pending))
             if now - pending[first].intended < self.timeout:
                 break
-            source = pending.pop(first).source
-            if source.timeout_on_give_up:
-                source.stats.count("timeouts", now - self.t0)
+            given_up = pending.pop(first)
+            # A waiting simulated user counts their own timeout at their patience deadline;
+            # every other unanswered request (replayed, or one its user no longer waits for)
+            # is counted here, so no request goes unaccounted.
+            if given_up.source.timeout_on_give_up or not given_up.awaited:
+                given_up.source.stats.count("timeouts", now - self.t0)
         return len(pending)
 
     def uncount_in_flight(self) -> None:

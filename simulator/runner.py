@@ -383,7 +383,9 @@ class Simulation:
             await self.consumer.start()
             topics = await self.consumer.topics()
         except KafkaError as exc:
-            raise SimulationError(kafka_unreachable(self.settings.bootstrap, exc)) from None
+            raise SimulationError(
+                kafka_unreachable(self.settings.bootstrap, exc, self.settings.security.protocol)
+            ) from None
         for role, name in (("events", self.events_topic), ("recommendations", self.recs_topic)):
             if name not in topics:
                 raise SimulationError(
@@ -442,6 +444,8 @@ class Simulation:
         # flight, not failures. Older unanswered ones count as infinitely slow in percentiles.
         self.tracker.in_flight(now)
         self.tracker.uncount_in_flight()
+        # So every request counted is answered or timed out (the rest are in flight).
+        self.engine.count_given_up(self.tracker.pending, now)
         self.engine.end_all(now)
         stats = self.simulated.stats
         verdicts = evaluate(self.thresholds, stats.figures(), final=True)

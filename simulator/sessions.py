@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 
 import numpy as np
@@ -273,6 +273,14 @@ class SessionEngine:
         if back:
             wait = gap * max(1e-3, self.scenario.user.return_after)
             heapq.heappush(self.returners, (t + wait, user.row))
+
+    def count_given_up(self, in_flight: Container[str], now: float) -> None:
+        """At the end of a run: a user still waiting for a request that is no longer in flight
+        (older than the recommendation timeout, their patience longer still) timed out."""
+        for user in self.users:
+            if user.active and user.waiting is not None and user.waiting not in in_flight:
+                self.stats.count("timeouts", self.clock.at(now))
+                self.metrics.timeouts.inc()
 
     def end_all(self, now: float) -> None:
         """End the sessions still going when the run ends."""
