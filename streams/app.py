@@ -1,23 +1,26 @@
 """The Faust recommender worker. Run with `recloop worker` or `faust -A recloop.streams.app worker`.
 
 Topology: events topic (keyed by user id) -> per-event processor (decode, validate, update the
-user's state table) -> micro-batches of pending requests (`stream.take`) -> one inference call
+user's state table) -> micro-batches of pending requests (`Batcher`) -> one inference call
 per batch in a thread (onnxruntime releases the GIL, so the loop keeps heartbeating) ->
 recommendations topic. Bad messages go to the dead-letter topic with their reason.
 
-Events are acked only after their batch's recommendations are handed to the producer, so the
-guarantee is at-least-once: a crash can re-answer events consumed since the last commit
-(same request id), never lose one.
+Events are acked only after the broker has acknowledged everything they caused: their
+recommendations or dead letters and their state's changelog record. Faust commits only acked
+offsets, so the guarantee is at-least-once: a crash can re-answer events consumed since the
+last commit (same request id), never lose an answer or a state update. A failed delivery
+crashes the worker instead of being acked.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import faust
-from faust.types import EventT
+from faust.types import EventT, FutureMessage
 from prometheus_client import start_http_server
 
 from recloop.core.contract import (
@@ -36,6 +39,9 @@ from recloop.streams.transport import WorkerApp
 
 log = logging.getLogger("recloop.worker")
 
+Item = tuple[EventT, Pending | Rejected | None, list[FutureMessage]]
+"""One event in a batch: the event, what the processor made of it, its changelog records."""
+
 
 def faust_credentials(settings: Settings) -> Any:
     """Faust's form of the configured Kafka security settings (None for PLAINTEXT)."""
@@ -48,6 +54,28 @@ def faust_credentials(settings: Settings) -> Any:
             ssl_context=sec.ssl_context(),
         )
     return sec.ssl_context()
+
+
+class DeliveryTrackingTable(faust.Table):
+    """Faust's table, keeping each changelog record it sends until the worker takes it.
+
+    Faust queues changelog records in its producer buffer, and the flush it runs before a
+    commit gives up after 0.1 s without progress, so a committed event's state update could
+    still be in the process when it dies. The worker waits for these records instead."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sent: list[FutureMessage] = []
+
+    def send_changelog(self, *args: Any, **kwargs: Any) -> FutureMessage:
+        fut = super().send_changelog(*args, **kwargs)
+        self._sent.append(fut)
+        return fut
+
+    def take_sent(self) -> list[FutureMessage]:
+        """The changelog records sent since the last call (resolved once the broker has them)."""
+        sent, self._sent = self._sent, []
+        return sent
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -76,6 +104,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_session_timeout=cfg.session_timeout_seconds,
         broker_rebalance_timeout=cfg.rebalance_timeout_seconds,
         broker_heartbeat_interval=cfg.heartbeat_interval_seconds,
+        broker_commit_interval=cfg.commit_interval_seconds,
         key_serializer="raw",
         value_serializer="raw",
         producer_linger=cfg.producer_linger_seconds,
@@ -86,14 +115,19 @@ def create_app(settings: Settings) -> faust.App:
     dead_letters = app.topic(topics.dead_letters, key_type=bytes, value_type=bytes)
     # use_partitioner: changelog records go to the partition of their key (the user id), which
     # is the events partition too, so recovery puts each user's state where its events are.
-    table = app.Table(
-        "user-state",
-        default=None,
-        key_type=bytes,
-        value_type=bytes,
-        partitions=topics.partitions,
-        use_partitioner=True,
+    table = app.tables.add(
+        DeliveryTrackingTable(
+            app,
+            name="user-state",
+            default=None,
+            beacon=app.tables.beacon,
+            key_type=bytes,
+            value_type=bytes,
+            partitions=topics.partitions,
+            use_partitioner=True,
+        )
     )
+    assert isinstance(table, DeliveryTrackingTable)
     strategy = build_strategy(cfg.strategy, cfg.model_dir, cfg.inference_threads)
     pipeline = Pipeline(cfg, strategy, table, settings.max_message_bytes)
     watcher = (
@@ -131,29 +165,40 @@ def create_app(settings: Settings) -> faust.App:
             )
 
     recommendations_topic = recommendations.get_topic_name()
+    dead_letters_topic = dead_letters.get_topic_name()
 
-    async def emit(recs: list[Recommendation]) -> None:
+    async def emit(recs: list[Recommendation]) -> list[Awaitable[object]]:
+        """Hand recommendations to the producer; returns their delivery futures."""
         # Straight to Faust's producer (the transaction manager under exactly_once): the same
         # record and partitioning as `Topic.send`, without its per-message future, sensor and
         # logging bookkeeping (~40 us per recommendation in the profile).
         producer = await app.maybe_start_producer()
         send = producer.send
+        sent: list[Awaitable[object]] = []
         for rec in recs:
             record_emitted(rec)
-            await send(recommendations_topic, rec.user_id.encode(), encode(rec), None, None, None)
+            sent.append(
+                await send(
+                    recommendations_topic, rec.user_id.encode(), encode(rec), None, None, None
+                )
+            )
+        return sent
 
-    async def dead_letter(letter: DeadLetter) -> None:
+    async def dead_letter(letter: DeadLetter) -> Awaitable[object]:
         record_dead_letter(letter)
-        await dead_letters.send(key=letter.key, value=encode(letter))
+        producer = await app.maybe_start_producer()
+        return await producer.send(dead_letters_topic, letter.key, encode(letter), None, None, None)
 
-    async def answer_batch(batch: list[tuple[EventT, Pending | Rejected | None]]) -> None:
-        """Score one batch and hand its recommendations and dead letters to the producer."""
+    async def answer_batch(batch: Sequence[Item]) -> list[Awaitable[object]]:
+        """Score one batch and hand its recommendations and dead letters to the producer;
+        returns their delivery futures."""
+        sent: list[Awaitable[object]] = []
         pending: list[Pending] = []
-        for _, item in batch:
+        for _, item, _ in batch:
             if isinstance(item, Pending):
                 pending.append(item)
             elif isinstance(item, Rejected):
-                await dead_letter(item.letter)
+                sent.append(await dead_letter(item.letter))
         if pending:
             try:
                 # In a thread: onnxruntime and numpy release the GIL, so the loop keeps
@@ -162,9 +207,10 @@ def create_app(settings: Settings) -> faust.App:
             except Exception as exc:  # any strategy bug: dead-letter the batch, keep going
                 log.exception("inference failed for a batch of %d", len(pending))
                 for letter in pipeline.failed(pending, exc):
-                    await dead_letter(letter)
+                    sent.append(await dead_letter(letter))
             else:
-                await emit(recs)
+                sent.extend(await emit(recs))
+        return sent
 
     @app.agent(events)
     async def recommend(stream: faust.StreamT[bytes]) -> None:
@@ -173,10 +219,19 @@ def create_app(settings: Settings) -> faust.App:
         # and sent by the batcher's own task while the agent goes on with the next events.
         events_in = stream.noack()
 
-        async def handle(batch: list[tuple[EventT, Pending | Rejected | None]]) -> None:
-            await answer_batch(batch)
-            # Acked only once handed to the producer (Faust flushes it before committing).
-            for event, _ in batch:
+        async def handle(batch: list[Item]) -> Awaitable[object]:
+            sent = await answer_batch(batch)
+            for _, _, changelog in batch:
+                sent.extend(changelog)
+            # Completes once the broker has acknowledged every record; the first failed
+            # delivery raises (and crashes the worker) instead of letting the batch be acked.
+            return asyncio.gather(*sent)
+
+        async def settle(batch: list[Item]) -> None:
+            # Only now may Faust commit these offsets: a handoff to the producer is not
+            # durability (a record can still be in Faust's buffer or aiokafka's accumulator,
+            # or fail, when the commit goes out).
+            for event, _, _ in batch:
                 await events_in.ack(event)
 
         crashing: list[asyncio.Future[None]] = []
@@ -187,17 +242,19 @@ def create_app(settings: Settings) -> faust.App:
             log.error("batch handling failed, stopping the worker: %r", exc)
             crashing.append(asyncio.ensure_future(app.crash(exc)))
 
-        batcher: Batcher[tuple[EventT, Pending | Rejected | None]] = Batcher(
+        batcher: Batcher[Item] = Batcher(
             handle,
             cfg.batch_size,
             cfg.batch_wait_seconds or 0.001,
             cfg.max_queued_batches,
             on_error=crash,
+            settle=settle,
         )
         batcher.start()
         try:
             async for event in events_in.events():
-                await batcher.add((event, await process(event.value)))
+                outcome = await process(event.value)
+                await batcher.add((event, outcome, table.take_sent()))
         finally:
             await batcher.stop()
 

@@ -15,7 +15,7 @@ import ssl
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, FilePath, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -32,23 +32,59 @@ class ConfigError(InvalidInputError, ValueError):
 
 
 class KafkaSecurity(BaseModel):
-    """Client security settings, passed through unchanged to aiokafka and Faust."""
+    """Client security settings, passed to aiokafka and Faust.
+
+    Tested on Apache Kafka (tests/faults/test_security.py): SASL_SSL with SCRAM-SHA-512, and SSL
+    with a client certificate (mTLS). Files must exist and parse when the settings load, so a
+    wrong path is a bad setting (exit 2), not a connection failure. The password is kept out of
+    `repr` (and so out of tracebacks and logged settings)."""
 
     protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
-    sasl_password: str | None = None
-    ssl_cafile: Path | None = None
-    ssl_certfile: Path | None = None
-    ssl_keyfile: Path | None = None
+    sasl_password: str | None = Field(None, repr=False)
+    ssl_cafile: FilePath | None = None
+    ssl_certfile: FilePath | None = None
+    ssl_keyfile: FilePath | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaSecurity:
+        sasl = self.protocol.startswith("SASL_")
+        if sasl and not self.sasl_mechanism:
+            raise ValueError(f"protocol {self.protocol} needs sasl_mechanism")
+        if self.sasl_mechanism and not sasl:
+            raise ValueError(
+                f"sasl_mechanism is set but protocol is {self.protocol}; use SASL_SSL"
+                " (or SASL_PLAINTEXT)"
+            )
+        if sasl and not (self.sasl_username and self.sasl_password):
+            raise ValueError("SASL needs a non-empty sasl_username and sasl_password")
+        if self.ssl_keyfile and not self.ssl_certfile:
+            raise ValueError("ssl_keyfile is set without ssl_certfile")
+        if "SSL" in self.protocol:
+            self.ssl_context()  # a file that is not PEM, or a key that does not match, fails here
+        return self
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """An SSL context for SSL/SASL_SSL protocols, else None."""
         if "SSL" not in self.protocol:
             return None
-        ctx = ssl.create_default_context(cafile=str(self.ssl_cafile) if self.ssl_cafile else None)
+        try:
+            ctx = ssl.create_default_context(
+                cafile=str(self.ssl_cafile) if self.ssl_cafile else None
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(
+                f"ssl_cafile {self.ssl_cafile}: not a PEM CA certificate ({exc})"
+            ) from None
         if self.ssl_certfile:
-            ctx.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
+            try:
+                ctx.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(
+                    f"ssl_certfile {self.ssl_certfile} / ssl_keyfile {self.ssl_keyfile}: "
+                    f"not a PEM certificate and matching key ({exc})"
+                ) from None
         return ctx
 
 
@@ -104,6 +140,9 @@ class WorkerConfig(BaseModel):
     of it, so a short value makes start-up fast; heartbeats run in Faust's consumer thread."""
     rebalance_timeout_seconds: float = Field(6.0, ge=1.0, le=300.0)
     heartbeat_interval_seconds: float = Field(1.0, gt=0.0, le=30.0)
+    commit_interval_seconds: float = Field(2.8, gt=0.0, le=300.0)
+    """How often acked offsets are committed (Faust's `broker_commit_interval`). Shorter means
+    fewer re-answered events after a crash; the tests shorten it to kill right after commits."""
     lag_interval_seconds: float = Field(2.0, gt=0.0, le=300.0)
     """How often the consumer lag and table size gauges are refreshed."""
     model_poll_seconds: float = Field(1.0, gt=0.0, le=300.0)
@@ -187,11 +226,22 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         lines = [
-            f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err.get('input')!r})"
+            f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {_shown(err)!r})"
             for err in exc.errors()
         ]
         source = f" (from {config_path} and RECLOOP_* variables)" if config_path else ""
         raise ConfigError("invalid configuration" + source + ":\n" + "\n".join(lines)) from None
+
+
+def _shown(err: Any) -> Any:
+    """The rejected input of a validation error, with any password masked (a whole `security`
+    group is the input of its cross-field checks)."""
+    value = err.get("input")
+    if err["loc"] and err["loc"][-1] == "sasl_password":
+        return "***"
+    if isinstance(value, dict) and value.get("sasl_password"):
+        return value | {"sasl_password": "***"}
+    return value
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -58,10 +58,67 @@ async def collect_recommendations(
         lambda vs: {decode_recommendation(v).event_id for v in vs} >= want,
         timeout=timeout,
     )
-    # Records produced just after the last wanted one (duplicates) must be seen too.
+    # Records produced just after the last wanted one (duplicates) must be seen too. Read up to
+    # the end offsets rather than for a fixed time: a slow machine must not turn an answered
+    # event into a "lost" one because the reader gave up first.
     await asyncio.sleep(1.0)
-    raw = await collect(settings.bootstrap, settings.topics.recommendations, lambda vs: False, 3)
+    raw = await read_to_end(settings.bootstrap, settings.topics.recommendations)
     return [decode_recommendation(v) for v in raw]
+
+
+async def read_to_end(bootstrap: str, topic: str, timeout: float = 60.0) -> list[bytes]:
+    """Every value in `topic`, from the beginning up to its end offsets when called."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(await _partitions(consumer, topic))]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        end = await consumer.end_offsets(parts)
+        values: list[bytes] = []
+        deadline = time.monotonic() + timeout
+        while any([await consumer.position(tp) < end[tp] for tp in parts]):
+            assert time.monotonic() < deadline, f"could not read {topic} to its end offsets"
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                values.extend(r.value for r in records if r.value is not None)
+        return values
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    deadline = time.monotonic() + 30
+    while not (parts := consumer.partitions_for_topic(topic)):
+        assert time.monotonic() < deadline, f"no metadata for {topic}"
+        await consumer._client.force_metadata_update()  # a topic created moments ago
+        await asyncio.sleep(0.1)
+    return parts
+
+
+class CommitWatcher:
+    """Reads a consumer group's committed offsets on the events topic (without joining it)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap,
+            group_id=settings.worker.app_id,
+            enable_auto_commit=False,
+        )
+        self.parts = [
+            TopicPartition(settings.topics.events, p) for p in range(settings.topics.partitions)
+        ]
+
+    async def __aenter__(self) -> CommitWatcher:
+        await self.consumer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+
+    async def committed(self) -> dict[int, int]:
+        """Committed offset per partition (0 where nothing is committed yet)."""
+        return {tp.partition: (await self.consumer.committed(tp)) or 0 for tp in self.parts}
 
 
 async def read_changelog(settings: Settings) -> dict[str, UserState]:

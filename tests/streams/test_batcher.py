@@ -87,3 +87,36 @@ async def test_a_failing_handler_stops_the_agent() -> None:
             await b.add(2)
     finally:
         await b.stop()
+
+
+async def test_batches_are_settled_in_order_only_once_durable() -> None:
+    deliveries: list[asyncio.Future[None]] = []
+    settled: list[list[int]] = []
+
+    async def handle(batch: list[int]) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        deliveries.append(fut)
+        return fut
+
+    async def settle(batch: list[int]) -> None:
+        settled.append(batch)
+
+    b = Batcher(handle, max_size=1, max_wait=1.0, max_queued=4, settle=settle)
+    b.start()
+    try:
+        for i in range(3):
+            await b.add(i)
+        await asyncio.sleep(0.05)
+        assert len(deliveries) == 3, "the handler goes on while earlier batches are in flight"
+        deliveries[1].set_result(None)
+        await asyncio.sleep(0.02)
+        assert settled == [], "batch 1 is durable but batch 0 is not: nothing is settled yet"
+        deliveries[0].set_result(None)
+        await asyncio.sleep(0.02)
+        assert settled == [[0], [1]]
+        deliveries[2].set_exception(OSError("refused by the broker"))
+        with pytest.raises(RuntimeError, match="batch handler failed"):
+            await b.drain()
+    finally:
+        await b.stop()
+    assert settled == [[0], [1]], "a failed delivery is never settled"
