@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recloop.models.data.examples import BehaviourExamples
+from recloop.models.data.examples import BehaviourExamples, PopularityRates
 from recloop.models.data.preprocess import LeaveLastOut, UserSequences, left_pad
 from recloop.models.metrics import auc, calibration_error, js_of_samples, log_loss, ranking_metrics
 from recloop.models.runtime import (
@@ -77,18 +77,19 @@ def evaluate_behaviour(md: ModelDir, test: BehaviourExamples) -> dict[str, dict[
             "leave_log_loss": log_loss(test.leave, p_leave),
             "slates": float(len(test)),
         }
-    # Floors: a constant click rate (AUC 0.5), and popularity only (each item's training count:
-    # what a model that ignores the user's history can reach).
+    # Floors: a constant click rate (AUC 0.5), and popularity only (each item's click and buy
+    # rates on the same training slates: what a model that ignores the user can reach).
     out["behaviour/constant"] = {
         "click_auc": 0.5,
         "click_log_loss": log_loss(test.click, np.full(test.click.shape, test.click.mean())),
     }
-    popularity = np.log1p(np.load(md.file("popularity")).astype(np.float64))
-    slate_popularity = popularity[np.clip(test.slate, 0, len(popularity) - 1)]
-    out["behaviour/popularity"] = {
-        "click_auc": auc(test.click, slate_popularity),
-        "buy_auc": auc(test.buy[clicked], slate_popularity[clicked]),
-    }
+    if "behaviour_popularity" in md.card.files:
+        p_click, p_buy, _ = PopularityRates.load(md.file("behaviour_popularity")).react(test.slate)
+        out["behaviour/popularity"] = {
+            "click_auc": auc(test.click, p_click),
+            "click_log_loss": log_loss(test.click, p_click),
+            "buy_auc": auc(test.buy[clicked], p_buy[clicked]),
+        }
     return out
 
 

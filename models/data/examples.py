@@ -2,7 +2,7 @@
 
 From logs with exposures the slates are the ones really shown. Logs without exposures
 (MovieLens, Taobao, RetailRocket) get *sampled impressions*: the item the user really
-interacted with plus negatives sampled by the popularity at that time, in random slots. The
+interacted with plus negatives sampled by the popularity up to that time, in random slots. The
 model card says which.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict, deque
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -20,7 +21,7 @@ from recloop.models.runtime.vocab import Vocabulary
 ACTION_CLICK, ACTION_BUY, ACTION_FAVOURITE = 1, 2, 4
 """History action tokens (the runtime's; 3 is the LM's QUERY token)."""
 NEGATIVE_TIME_SLICES = 20
-"""Sampled negatives come from the popularity within 1/20th of the log around the event."""
+"""Sampled negatives come from the popularity up to the event, in steps of 1/20th of the log."""
 
 
 @dataclass(slots=True)
@@ -57,6 +58,45 @@ class BehaviourExamples:
         """Chronological split: the latest `test_fraction` of slates are held out."""
         cut = np.quantile(self.time, 1 - test_fraction)
         return self.take(self.time < cut), self.take(self.time >= cut)
+
+
+@dataclass(frozen=True, slots=True)
+class PopularityRates:
+    """The popularity-only behaviour model, fitted on training slates: each item's click rate
+    when shown and buy rate when clicked (smoothed towards the overall rates), and the overall
+    leave rate. It ignores the user, so it is the floor a behaviour model has to beat."""
+
+    click: np.ndarray
+    buy: np.ndarray
+    leave: float
+
+    @classmethod
+    def fit(cls, data: BehaviourExamples, n_items: int, prior: float = 10.0) -> PopularityRates:
+        """`prior` pseudo-observations at the overall rate keep rarely shown items near it."""
+        slate = data.slate.ravel()
+        shows = np.bincount(slate, minlength=n_items).astype(np.float64)
+        clicks = np.bincount(slate, weights=data.click.ravel(), minlength=n_items)
+        buys = np.bincount(slate, weights=(data.buy * data.click).ravel(), minlength=n_items)
+        click_rate = clicks.sum() / max(shows.sum(), 1.0)
+        buy_rate = buys.sum() / max(clicks.sum(), 1.0)
+        return cls(
+            click=(clicks + prior * click_rate) / (shows + prior),
+            buy=(buys + prior * buy_rate) / (clicks + prior),
+            leave=float(data.leave.mean()),
+        )
+
+    def save(self, path: str | Path) -> None:
+        np.savez(path, click=self.click, buy=self.buy, leave=np.float64(self.leave))
+
+    @classmethod
+    def load(cls, path: str | Path) -> PopularityRates:
+        data = np.load(path)
+        return cls(data["click"], data["buy"], float(data["leave"]))
+
+    def react(self, slates: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """p_click [B, S], p_buy [B, S], p_leave [B] for slates of item indices."""
+        index = np.clip(slates, 0, len(self.click) - 1)
+        return self.click[index], self.buy[index], np.full(len(slates), self.leave)
 
 
 def _history_row(items: deque, length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -121,28 +161,19 @@ def from_interactions(
     (or, for rating logs, a rating >= `buy_rating`); "left" means the run ends its session.
     Histories are interactions too, with their action (buy, favourite, click).
 
-    Negatives are drawn by popularity^0.75 *within the same chronological slice* of the log
-    (1/`time_slices` of the interactions) and are never the positive item. Drawing them from
-    the whole log's popularity made catalogues with churn (RetailRocket) label items that were
-    popular earlier as the negatives of later slates, which a model of item popularity then
-    ranks above the real item (click AUC 0.354 on a RetailRocket log).
+    Negatives are drawn by popularity^0.75 *up to the event's time* (the interactions until
+    the end of its 1/`time_slices` of the log) and are never the positive item. Drawing them
+    from the whole log's popularity showed items that only appear later as negatives of early
+    slates, and never as positives there; on catalogues with churn (RetailRocket) a model then
+    learns those items as unclickable and ranks them below the negatives exactly when they are
+    the real items of the held-out slates (LSTM click AUC 0.354 on a RetailRocket log).
     """
     rng = np.random.default_rng(seed)
     log = log.item_events().sorted()
     if len(log) < 2:
         raise EmptyDataError("too few item events to build behaviour examples")
     encoded = vocab.encode(log.item.astype(str).tolist())
-    new_run = np.ones(len(log), bool)
-    new_run[1:] = (
-        (log.user[1:] != log.user[:-1])
-        | (encoded[1:] != encoded[:-1])
-        | (log.session[1:] != log.session[:-1])
-    )
-    starts = np.flatnonzero(new_run)
-    purchase = (log.event_type == EVENT_CODE[EventType.PURCHASE]) | (log.value >= buy_rating)
-    favourite = log.event_type == EVENT_CODE[EventType.FAVOURITE]
-    bought = np.logical_or.reduceat(purchase, starts)
-    faved = np.logical_or.reduceat(favourite, starts)
+    starts, bought, faved = interaction_runs(log, encoded, buy_rating)
     items, users = encoded[starts], log.user[starts]
     times, sessions = log.time[starts], log.session[starts]
     n_runs = len(starts)
@@ -182,6 +213,46 @@ def from_interactions(
     return BehaviourExamples(history, actions, slate, click, buy, leave, times[candidates], True)
 
 
+def behaviour_examples(
+    data: EventLog,
+    log: EventLog,
+    vocab: Vocabulary,
+    history_length: int,
+    slate_size: int,
+    seed: int,
+    max_examples: int | None,
+) -> BehaviourExamples:
+    """Slates from `data`'s exposures if it has any, else sampled impressions from `log` (the
+    preprocessed item events): what training and the fidelity report both hold out from."""
+    if data.exposures:
+        return from_exposures(data, vocab, history_length)
+    return from_interactions(log, vocab, history_length, slate_size, seed, max_examples)
+
+
+def interaction_runs(
+    log: EventLog, items: np.ndarray, buy_rating: float = 4.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Runs of one user's consecutive events on one item in one session, in a sorted log.
+
+    Returns each run's first row, whether it holds a purchase (or a rating >= `buy_rating`)
+    and whether it holds a favourite; `items` is the item column to compare (ids or indices).
+    """
+    new_run = np.ones(len(log), bool)
+    new_run[1:] = (
+        (log.user[1:] != log.user[:-1])
+        | (items[1:] != items[:-1])
+        | (log.session[1:] != log.session[:-1])
+    )
+    starts = np.flatnonzero(new_run)
+    purchase = (log.event_type == EVENT_CODE[EventType.PURCHASE]) | (log.value >= buy_rating)
+    favourite = log.event_type == EVENT_CODE[EventType.FAVOURITE]
+    return (
+        starts,
+        np.logical_or.reduceat(purchase, starts),
+        np.logical_or.reduceat(favourite, starts),
+    )
+
+
 def _time_local_negatives(
     items: np.ndarray,
     times: np.ndarray,
@@ -191,8 +262,8 @@ def _time_local_negatives(
     slices: int,
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """[len(candidates), per_slate] items drawn by popularity^0.75 in each candidate's time
-    slice, redrawn where they hit the slate's positive item."""
+    """[len(candidates), per_slate] items drawn by popularity^0.75 over the interactions up to
+    the end of each candidate's time slice, redrawn where they hit the slate's positive item."""
 
     def distribution(chosen: np.ndarray) -> np.ndarray:
         counts = np.bincount(chosen, minlength=n_items).astype(np.float64)
@@ -209,7 +280,7 @@ def _time_local_negatives(
         rows = np.flatnonzero(slice_of[candidates] == s)
         if not len(rows):
             continue
-        prob = distribution(items[slice_of == s])
+        prob = distribution(items[slice_of <= s])
         if np.count_nonzero(prob) <= per_slate:  # too few items in the slice to choose from
             prob = global_prob
         positive = items[candidates[rows]][:, None]

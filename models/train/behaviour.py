@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from recloop.models.data.examples import BehaviourExamples
+from recloop.models.data.examples import BehaviourExamples, PopularityRates
 from recloop.models.runtime.behaviour import ACTION_QUERY, N_ACTIONS
 from recloop.models.train.config import BehaviourConfig
 from recloop.models.train.layers import NEG, RightAlignedPositions, TransformerBlock
@@ -57,6 +57,7 @@ class LSTMBehaviour(keras.Model):
         self.lstm = keras.layers.LSTM(cfg.dim, return_sequences=True)
         self.user = keras.layers.Dense(cfg.dim)
         self.heads = Heads(cfg.dim * 2)
+        self.item_bias = keras.layers.Embedding(n_items, 1)
 
     def call(self, history: object, actions: object, slate: object, training: bool = False):
         # All states are returned so training can add the next-item loss (as for the LM): on
@@ -67,7 +68,7 @@ class LSTMBehaviour(keras.Model):
         c = self.items(slate) + ops.expand_dims(self.slots(ops.arange(0, s)), 0)
         ue = ops.repeat(ops.expand_dims(u, 1), s, axis=1)
         click, buy, leave = self.heads(ops.concatenate([ue, c, ue * c], axis=-1), u)
-        return click, buy, leave, hidden
+        return click + self.item_bias(slate)[..., 0], buy, leave, hidden
 
     def next_item_logits(self, hidden: object) -> object:
         return ops.matmul(hidden, ops.transpose(self.items.embeddings))
@@ -87,6 +88,7 @@ class BehaviourLM(keras.Model):
         self.blocks = [TransformerBlock(cfg.dim, cfg.heads, cfg.dropout) for _ in range(cfg.blocks)]
         self.norm = keras.layers.LayerNormalization(epsilon=1e-6)
         self.heads = Heads(cfg.dim * 2)
+        self.item_bias = keras.layers.Embedding(n_items, 1)
 
     def call(self, history: object, actions: object, slate: object, training: bool = False):
         n, s = ops.shape(history)[1], ops.shape(slate)[1]
@@ -117,7 +119,7 @@ class BehaviourLM(keras.Model):
         click, buy, leave = self.heads(
             ops.concatenate([cand, ops.repeat(ops.expand_dims(user, 1), s, axis=1)], axis=-1), user
         )
-        return click, buy, leave, hidden
+        return click + self.item_bias(slate)[..., 0], buy, leave, hidden
 
     def next_item_logits(self, hidden: object) -> object:
         return ops.matmul(hidden, ops.transpose(self.items.embeddings))
@@ -158,6 +160,17 @@ def signature(kind: str) -> tuple[tf.TensorSpec, ...]:
     return tuple(sig)
 
 
+def item_click_bias(data: BehaviourExamples, n_items: int) -> np.ndarray:
+    """Each item's click log-odds on the training slates relative to all items': the
+    popularity-only model (`PopularityRates`), as the starting point of a per-item bias.
+    Without it a few epochs leave both models below popularity alone on logs where popularity
+    explains most clicks (sampled impressions)."""
+    rates = PopularityRates.fit(data, n_items)
+    mean = float(data.click.mean())
+    bias = np.log(rates.click / (1 - rates.click)) - np.log(mean / (1 - mean))
+    return bias.astype(np.float32)
+
+
 @dataclass(slots=True)
 class TrainedBehaviour:
     model: keras.Model
@@ -176,6 +189,7 @@ def train_behaviour(
         LSTMBehaviour(n_items, cfg) if kind == "lstm" else BehaviourLM(n_items, max_len, cfg)
     )
     model(data.history[:1], data.actions[:1], data.slate[:1])
+    model.item_bias.embeddings.assign(item_click_bias(data, n_items)[:, None])
     optimizer = keras.optimizers.Adam(cfg.learning_rate)
     bce = tf.nn.sigmoid_cross_entropy_with_logits
 

@@ -12,7 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from recloop.models.data.examples import BehaviourExamples, from_exposures, from_interactions
+from recloop.models.data.examples import (
+    BehaviourExamples,
+    PopularityRates,
+    behaviour_examples,
+)
 from recloop.models.data.preprocess import (
     build_vocabulary,
     cooccurring_pairs,
@@ -52,12 +56,9 @@ def prepare(data: EventLog, config: TrainConfig) -> Prepared:
     seqs = user_sequences(log, vocab)
     split = leave_last_out(seqs)
     b = config.behaviour
-    if data.exposures:
-        examples = from_exposures(data, vocab, config.history_length)
-    else:
-        examples = from_interactions(
-            log, vocab, config.history_length, b.slate_size, config.seed, b.max_examples
-        )
+    examples = behaviour_examples(
+        data, log, vocab, config.history_length, b.slate_size, config.seed, b.max_examples
+    )
     train, test = examples.split_by_time(0.2)
     if len(train) > b.max_examples:
         train = train.take(np.arange(len(train) - b.max_examples, len(train)))
@@ -150,6 +151,7 @@ def train_all(
     item_embeddings = np.asarray(trained.model.item_table())
     np.save(tmp / "item_embeddings.npy", item_embeddings)
 
+    PopularityRates.fit(prep.behaviour_train, n_items).save(tmp / "behaviour_popularity.npz")
     for kind in ("lstm", "lm"):
         tb = beh.train_behaviour(
             prep.behaviour_train, n_items, max_len, config.behaviour, kind, config.seed
@@ -213,9 +215,10 @@ def train_all(
     if prep.behaviour_train.sampled_impressions:
         notes.append(
             "The log has no exposures: behaviour models were trained on SAMPLED IMPRESSIONS "
-            f"(the real item plus {config.behaviour.slate_size - 1} popularity^0.75-sampled "
-            "negatives per slate); 'buy' = purchase event or rating >= 4; 'leave' = last event "
-            "of a session."
+            f"(the real item plus {config.behaviour.slate_size - 1} negatives per slate, drawn "
+            "by popularity^0.75 over the interactions up to its time); one example per "
+            "interaction (a run of events on one item in a session); 'buy' = the run holds a "
+            "purchase or a rating >= 4; 'leave' = last interaction of a session."
         )
     card = ModelCard(
         version=version,
@@ -232,6 +235,7 @@ def train_all(
             "cooccurrence": "cooccurrence.npz",
             "item_embeddings": "item_embeddings.npy",
             "generator": "generator.npz",
+            "behaviour_popularity": "behaviour_popularity.npz",
         },
         training_config=config.to_dict(),
         training_seconds=seconds,
