@@ -110,13 +110,15 @@ class Recommendation(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class DeadLetterReason(enum.StrEnum):
-    """Why a message was dead-lettered; used as a metric label, so the set is closed."""
+    """Why a message was dead-lettered; used as a metric label, so the set is closed.
+
+    There is no "unknown user": a user the worker has never seen is a cold start, answered
+    like any other (tests/faults/test_bad_input.py checks this list against both READMEs)."""
 
     OVERSIZED = "oversized"
     DECODE_ERROR = "decode_error"
     VALIDATION_ERROR = "validation_error"
     OUT_OF_ORDER = "out_of_order"
-    UNKNOWN_USER = "unknown_user"
     PROCESSING_ERROR = "processing_error"
 
 

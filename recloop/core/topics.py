@@ -68,7 +68,9 @@ async def _admin(settings: Settings) -> AIOKafkaAdminClient:
         await admin.start()
     except KafkaError as exc:
         await admin.close()
-        raise TopicError(kafka_unreachable(settings.bootstrap, exc)) from None
+        raise TopicError(
+            kafka_unreachable(settings.bootstrap, exc, settings.security.protocol)
+        ) from None
     return admin
 
 

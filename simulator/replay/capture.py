@@ -72,7 +72,9 @@ async def record(
         await consumer.start()
     except Exception as exc:
         await consumer.stop()
-        raise RecordError(kafka_unreachable(settings.bootstrap, exc)) from exc
+        raise RecordError(
+            kafka_unreachable(settings.bootstrap, exc, settings.security.protocol)
+        ) from exc
     header = Header(
         created=time.time(),
         topics=list(topics),

@@ -428,7 +428,9 @@ class Replayer:
             await producer.start()
         except Exception as exc:
             await producer.stop()
-            raise ReplayError(kafka_unreachable(self.settings.bootstrap, exc)) from exc
+            raise ReplayError(
+                kafka_unreachable(self.settings.bootstrap, exc, self.settings.security.protocol)
+            ) from exc
         try:
             partitions = await producer.partitions_for(topic)
             if not partitions:
