@@ -362,15 +362,37 @@ def scenario_from_dict(data: Any, origin: str = "scenario") -> Scenario:
     return scenario
 
 
+def _yaml_error(path: Path, exc: yaml.YAMLError) -> str:
+    """One line naming the file, the line and column, and what the YAML parser expected."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        what = "; ".join(str(part) for part in (exc.context, exc.problem) if part)
+        return f"{path}, line {mark.line + 1}, column {mark.column + 1}: not valid YAML: {what}"
+    if isinstance(exc, yaml.reader.ReaderError):
+        return (
+            f"{path}, character {exc.position + 1}: not valid YAML: "
+            f"unacceptable character {chr(exc.character)!r} ({exc.reason})"
+            if isinstance(exc.character, int)
+            else f"{path}, character {exc.position + 1}: not valid YAML: {exc.reason}"
+        )
+    return f"{path}: not valid YAML: {' '.join(str(exc).split())}"
+
+
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario YAML file."""
     p = Path(path)
     if not p.is_file():
         raise ScenarioError(f"{p}: no such scenario file")
     try:
-        data = yaml.safe_load(p.read_text())
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(
+            f"{p}, byte {exc.start}: not UTF-8 text ({exc.reason}); a scenario is a YAML file"
+        ) from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ScenarioError(f"{p}: not valid YAML: {exc}") from None
+        raise ScenarioError(_yaml_error(p, exc)) from None
     scenario = scenario_from_dict(data, str(p))
     if scenario.replay is not None:
         replay = scenario.replay.relative_to(p.resolve().parent)
