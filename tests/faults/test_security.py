@@ -10,7 +10,10 @@ bounded time; the password must not appear in anything the commands produce.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -24,7 +27,7 @@ from recloop.core.settings import KafkaSecurity, Settings, Strategy, WorkerConfi
 from recloop.processes import wait_for_recommender
 from recloop.simulator.replay.recording import Header, Record, RecordingWriter
 from tests.faults.security_support import PASSWORD, USER, Pki, make_pki, secure_kafka
-from tests.support import WorkerProcess, make_events, require_tool, run_recloop, unique_topics
+from tests.support import ROOT, WorkerProcess, make_events, require_tool, run_recloop, unique_topics
 
 COMMAND_SECONDS = 45
 """A failing connection ends in about 3 s alone; this bound leaves room for a loaded machine
@@ -100,11 +103,14 @@ def test_every_command_runs_on_the_secured_listener_and_never_shows_the_password
     try:
         asyncio.run(wait_for_recommender(settings, timeout=60))
         report = tmp_path / "report"
-        sim = run_recloop(
-            "simulate", "--duration", "3", "--rate", "5", "--no-live", "--metrics-port", "0",
-            "--out", str(report), env=env, timeout=90,
+        sim_port = free_port()
+        sim, outputs["simulate /metrics"] = _run_scraping(
+            ["simulate", "--duration", "4", "--rate", "5", "--no-live",
+             "--metrics-port", str(sim_port), "--out", str(report)],
+            sim_port, env,
         )  # fmt: skip
         assert sim.returncode in (0, 1), sim.stdout + sim.stderr  # 1: a latency threshold
+        assert "recloop_sim_" in outputs["simulate /metrics"]
         recording = tmp_path / "events.rec.zst"
         rec = run_recloop(
             "record", str(recording), "-t", settings.topics.events, "--idle-seconds", "2",
@@ -135,6 +141,25 @@ def test_every_command_runs_on_the_secured_listener_and_never_shows_the_password
     if listener == "MTLS":
         key = pki.client_key.read_text().splitlines()[1]
         assert [name for name, text in outputs.items() if key in text] == []
+
+
+def _run_scraping(
+    args: list[str], port: int, env: dict[str, str]
+) -> tuple[subprocess.CompletedProcess[str], str]:
+    """Run a command, reading its /metrics while it runs; returns it and the last page read."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "recloop", *args],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    page = ""
+    deadline = time.monotonic() + 90
+    while proc.poll() is None and time.monotonic() < deadline:
+        url = f"http://127.0.0.1:{port}/metrics"
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as r:
+            page = r.read().decode()
+        time.sleep(0.3)
+    out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), page
 
 
 BAD = {
