@@ -29,7 +29,7 @@ from recloop.cli.web import (
     WebPort,
     web_options,
 )
-from recloop.core.errors import RunError
+from recloop.core.errors import RunError, kafka_unreachable
 from recloop.core.settings import Strategy, Topics, WorkerConfig, load_settings
 from recloop.processes import WorkerNotReady, start_worker, stop_process, wait_for_recommender
 from recloop.simulator.scenario import Scenario, scenario_from_dict
@@ -176,10 +176,14 @@ def run_demo(
         if broker is not None:
             kind, tuned = "tansu (embedded)", broker.client_settings()
         else:
+            given = load_settings(bootstrap=bootstrap)
             try:
-                found = asyncio.run(cluster_kind(load_settings(bootstrap=bootstrap).kafka_kwargs()))
+                found = asyncio.run(cluster_kind(given.kafka_kwargs()))
             except KafkaError as exc:
-                raise DemoError(f"cannot reach Kafka at {bootstrap}: {exc!r}") from None
+                # The same line as every other command: a failed login or certificate is named.
+                raise DemoError(
+                    kafka_unreachable(bootstrap, exc, given.security.protocol)
+                ) from None
             kind, tuned = f"{found} (--bootstrap)", BROKERS[found].client_settings()
         # Per broker kind: on Tansu every consumer needs a short fetch wait (see brokers.py).
         base = load_settings(bootstrap=bootstrap, **tuned)
