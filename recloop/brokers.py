@@ -131,7 +131,8 @@ class LocalBroker(ABC):
             self._proc.wait()
 
     def restart(self, timeout: float = 90.0) -> LocalBroker:
-        """Start the killed (or stopped-by-`kill`) broker again on the same data and port."""
+        """Start the broker again after `kill()`, on the same data directory and port (the
+        same command, so no second storage format): what a crashed broker's restart does."""
         if self._workdir is None or not self._cmd:
             raise BrokerError(f"{self.name} was never started; nothing to restart")
         if self._proc is not None and self._proc.poll() is None:
