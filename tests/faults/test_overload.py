@@ -32,6 +32,7 @@ from tests.faults.faultlib import (
     answered_ids,
     events_on,
     finish,
+    group_lag,
     metric,
     recloop,
     scrape,
@@ -114,6 +115,16 @@ def run_overload(bootstrap: str, tmp: Path, seconds: int) -> None:
         code, out = finish(sim, log, 30)
         assert code == 0, out[-3000:]
         ended = time.monotonic()
+        # The worker's lag gauge agrees with the broker's view (end offsets minus the group's
+        # commits, which trail by up to a commit interval's answers).
+        time.sleep(2 * settings.worker.lag_interval_seconds)
+        reported = metric(scrape(port), "recloop_worker_consumer_lag")
+        broker_lag = asyncio.run(
+            group_lag(bootstrap, settings.worker.app_id, settings.topics.events)
+        )
+        slack = CAPACITY * (settings.worker.commit_interval_seconds + 2) + 2 * BATCH_SIZE
+        print(f"lag after the run: worker says {reported:.0f}, broker {broker_lag}")
+        assert broker_lag - slack <= reported <= broker_lag, (reported, broker_lag)
 
         # Lag drains at about the worker's capacity (the backlog is mostly triggers).
         lag = metric(scrape(port), "recloop_worker_consumer_lag")
