@@ -87,3 +87,57 @@ def js_of_samples(
     edges = np.linspace(r.min(), r.max() + 1e-9, bins + 1)
     g = np.clip(g, edges[0], edges[-1] - 1e-12)  # out-of-range generated values count at the ends
     return js_divergence(np.histogram(r, edges)[0], np.histogram(g, edges)[0])
+
+
+def classification_metrics(
+    labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5
+) -> dict[str, float]:
+    """AUC, accuracy, precision, recall, F1 (predicted positive: prob >= `threshold`), log loss
+    and expected calibration error, plus the base rate and mean prediction beside them."""
+    y = np.asarray(labels, np.float64).ravel() > 0.5
+    p = np.asarray(probs, np.float64).ravel()
+    predicted = p >= threshold
+    tp = float((predicted & y).sum())
+    precision = tp / predicted.sum() if predicted.any() else 0.0
+    recall = tp / y.sum() if y.any() else 0.0
+    return {
+        "auc": auc(y, p),
+        "accuracy": float((predicted == y).mean()) if len(y) else float("nan"),
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(2 * precision * recall / (precision + recall)) if precision + recall else 0.0,
+        "log_loss": log_loss(y, p),
+        "calibration_error": calibration_error(y, p),
+        "base_rate": float(y.mean()) if len(y) else float("nan"),
+        "mean_prediction": float(p.mean()) if len(p) else float("nan"),
+        "n": float(len(y)),
+    }
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties averaged."""
+    v = np.asarray(values, np.float64)
+    order = np.argsort(v, kind="mergesort")
+    ranks = np.empty(len(v))
+    ranks[order] = np.arange(1, len(v) + 1)
+    for value in np.unique(v):
+        tied = v == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation (ties averaged); NaN if either side is constant."""
+    ra, rb = _ranks(a), _ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
+    """Kendall's tau-b over all pairs (few items: the number of recommenders compared)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    i, j = np.triu_indices(len(a), k=1)
+    da, db = np.sign(a[i] - a[j]), np.sign(b[i] - b[j])
+    denominator = np.sqrt((da != 0).sum() * (db != 0).sum())
+    return float((da * db).sum() / denominator) if denominator else float("nan")

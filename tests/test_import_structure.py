@@ -40,7 +40,12 @@ ALLOWED: dict[str, set[str]] = {
         "recloop.models.evaluate",
         "recloop.models.metrics",
     },
-    "recloop.models.fidelity": {"recloop.core", "recloop.models.data", "recloop.models.metrics"},
+    "recloop.models.fidelity": {
+        "recloop.core",
+        "recloop.models.data",
+        "recloop.models.metrics",
+        "recloop.models.runtime",
+    },
     "recloop.streams": {"recloop.core", "recloop.models.runtime"},
     "recloop.simulator": {"recloop.core", "recloop.models.runtime", "recloop.models.data"},
     "recloop.brokers": {"recloop.core"},

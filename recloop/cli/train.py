@@ -111,8 +111,60 @@ def evaluate(
     typer.echo(f"metrics written to {target}")
 
 
+def fidelity(
+    data_spec: Annotated[
+        str, typer.Option("--data", help="kind:path of the log the models were trained on")
+    ],
+    model_dir: Annotated[Path, typer.Option(help="Model directory")] = Path("artifacts/models"),
+    out: Annotated[Path, typer.Option(help="Directory for fidelity.json and fidelity.html")] = (
+        Path("reports/fidelity")
+    ),
+    users: Annotated[int, typer.Option(min=1, help="Simulated users")] = 500,
+    behaviour: Annotated[str, typer.Option(help="Behaviour model: lstm or lm")] = "lstm",
+    recommender: Annotated[
+        str, typer.Option(help="Slates from: transformer, popular, cooccurrence or random")
+    ] = "transformer",
+    seed: Annotated[int, typer.Option(help="Random seed of the simulated users")] = 0,
+    rankings: Annotated[
+        bool, typer.Option(help="Also rank the four recommenders by simulated CTR vs NDCG@10")
+    ] = True,
+) -> None:
+    """Fidelity report: behaviour predictions and simulated vs real users on the hold-out."""
+    from recloop.models.data.loaders import load
+    from recloop.models.fidelity import RECOMMENDERS, SimulationConfig, fidelity_report
+    from recloop.models.fidelity import write_report as write
+    from recloop.models.runtime import ModelDir
+
+    if behaviour not in ("lstm", "lm"):
+        raise typer.BadParameter("use lstm or lm", param_hint="--behaviour")
+    if recommender not in RECOMMENDERS:
+        raise typer.BadParameter(
+            f"use one of {', '.join(RECOMMENDERS)}", param_hint="--recommender"
+        )
+    md = ModelDir(model_dir)
+    config = SimulationConfig(users=users, behaviour=behaviour, recommender=recommender, seed=seed)
+    report = fidelity_report(load(data_spec), md, config, rankings)
+    json_path, html_path = write(report, out)
+    for action in ("click", "buy_given_click", "leave"):
+        shown = ", ".join(
+            f"{name}={by_action[action]['auc']:.3f}"
+            for name, by_action in report.prediction.items()
+        )
+        typer.echo(f"{action:16s} AUC  {shown}")
+    for name, value in report.js.items():
+        typer.echo(f"{name:24s} JS {value:.4f}  (noise floor {report.noise_floor[name]:.4f})")
+    if report.ranking:
+        r = report.ranking
+        typer.echo(
+            f"ranking agreement (simulated CTR vs NDCG@10): spearman={r['spearman']:.3f} "
+            f"kendall={r['kendall_tau']:.3f}  CTR {r['simulated_ctr']}"
+        )
+    typer.echo(f"report written to {json_path} and {html_path}")
+
+
 def register(app: typer.Typer) -> None:
     """Add this package's subcommands to the `recloop` CLI."""
     app.command("data")(data)
     app.command("train")(train)
     app.command("evaluate")(evaluate)
+    app.command("fidelity")(fidelity)
