@@ -182,7 +182,7 @@ class TopicSpec(_Strict):
 
 
 REPLAY_EVENT_TYPES = Literal[
-    "session_start", "view", "click", "cart", "purchase", "request", "leave"
+    "session_start", "view", "click", "cart", "purchase", "request", "leave", "favourite"
 ]
 
 
