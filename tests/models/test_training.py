@@ -22,7 +22,9 @@ from recloop.models.runtime import (
     UserGeneratorRuntime,
 )
 
-pytestmark = pytest.mark.train
+# Training MovieLens takes ~2 min on a quiet 2-core machine and several times that under load;
+# the session fixture runs inside the first test's timeout.
+pytestmark = [pytest.mark.train, pytest.mark.timeout(1200)]
 ROOT = Path(__file__).resolve().parents[2]
 BATCHES = (1, 7, 256)
 JS_SESSION_LENGTH_MAX = 0.05
