@@ -143,7 +143,22 @@ def create_app(settings: Settings) -> faust.App:
             start_http_server(cfg.metrics_port, addr="0.0.0.0")
         log.info("worker ready: strategy=%s version=%s", strategy.name, strategy.version)
 
+    changelog_topic = table.changelog_topic.get_topic_name()
+    changelog_known = False
+
     async def process(value: bytes) -> Pending | Rejected | None:
+        nonlocal changelog_known
+        if not changelog_known:
+            # Faust partitions a changelog record with the producer's metadata without
+            # waiting for it; when the producer has never fetched the changelog topic (Faust
+            # created it a moment before), every table write raised TypeError and each event
+            # was dead-lettered as processing_error for the worker's whole life (seen when
+            # several workers start at once: tests/faults/test_alerts.py,
+            # tests/observability/test_prometheus_live.py). Fetch it once, before the first.
+            await app.maybe_start_producer()
+            # app.producer: the one Faust's key_partition asks (also under exactly_once).
+            await app.producer._ensure_producer().partitions_for(changelog_topic)
+            changelog_known = True
         event: EventT | None = faust.current_event()
         assert event is not None
         msg = event.message
@@ -308,9 +323,10 @@ async def _update_lag(app: faust.App, topic: str, pipeline: Pipeline, reported: 
     # (the stream buffer is full: the worker is overloaded) nothing is fetched: in a 60 s
     # overload lag read at most 3,312 during the run while ~20,000 events were waiting
     # (tests/faults/test_overload.py), so the lag alert under-reported too.
+    # Bounded: the gauges must keep updating even if the broker does not answer.
     try:
-        ends = await consumer.highwaters(*assigned) if assigned else {}
-    except Exception:  # the broker is unreachable or a rebalance is under way: next round
+        ends = await asyncio.wait_for(consumer.highwaters(*assigned), 2.0) if assigned else {}
+    except Exception:  # unreachable, slow, or a rebalance under way: the fetch's value
         ends = {}
     for tp in assigned:
         try:
