@@ -17,7 +17,7 @@ from recloop.models.data.loaders import load
 from recloop.models.data.synthetic import LAYOUTS, SyntheticWorld, write_layout
 from recloop.models.metrics import auc
 
-pytestmark = [pytest.mark.train, pytest.mark.slow]
+pytestmark = [pytest.mark.train, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 
 @pytest.mark.parametrize("kind", LAYOUTS)

@@ -11,7 +11,9 @@ import pytest
 
 from recloop.models.fidelity import DISTRIBUTIONS
 
-pytestmark = pytest.mark.train
+# The MovieLens session fixture may train inside this test's timeout (it sorts before
+# test_training.py), which takes several minutes under load.
+pytestmark = [pytest.mark.train, pytest.mark.timeout(1200)]
 JS_TARGET = 0.05
 """The issue's bound on simulated-vs-real JS divergences (click AUC target: 0.75)."""
 

@@ -62,6 +62,7 @@ def test_data_reports_sessions(small_taobao: str) -> None:
 
 
 @pytest.mark.train
+@pytest.mark.timeout(1200)
 def test_training_on_a_catalogue_smaller_than_the_embedding(small_taobao: str, tmp_path) -> None:
     """Was: `variable.shape=(51, 64), Received: value.shape=(51, 51)` from the PPMI init, then
     a top-100 over a 56-item catalogue."""
