@@ -143,22 +143,7 @@ def create_app(settings: Settings) -> faust.App:
             start_http_server(cfg.metrics_port, addr="0.0.0.0")
         log.info("worker ready: strategy=%s version=%s", strategy.name, strategy.version)
 
-    changelog_topic = table.changelog_topic.get_topic_name()
-    changelog_known = False
-
     async def process(value: bytes) -> Pending | Rejected | None:
-        nonlocal changelog_known
-        if not changelog_known:
-            # Faust partitions a changelog record with the producer's metadata without
-            # waiting for it; when the producer has never fetched the changelog topic (Faust
-            # created it a moment before), every table write raised TypeError and each event
-            # was dead-lettered as processing_error for the worker's whole life (seen when
-            # several workers start at once: tests/faults/test_alerts.py,
-            # tests/observability/test_prometheus_live.py). Fetch it once, before the first.
-            await app.maybe_start_producer()
-            # app.producer: the one Faust's key_partition asks (also under exactly_once).
-            await app.producer._ensure_producer().partitions_for(changelog_topic)
-            changelog_known = True
         event: EventT | None = faust.current_event()
         assert event is not None
         msg = event.message

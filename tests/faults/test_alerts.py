@@ -18,10 +18,11 @@ The dlq run found a rule bug: with no valid event at all the dead-letter ratio h
 denominator (no `recloop_worker_events_total` series), so a worker rejecting everything never
 alerted; the rule now reads 1 then.
 
-It also found a worker bug: with six workers starting at once, one dead-lettered every event
-(its producer had never fetched the metadata of the table's changelog topic, which Faust
-partitions without waiting); the worker now fetches it before its first event, and the
-dead-letter alert had fired for that worker as it should.
+It also found a worker bug, not fixed: with six workers starting at once, one dead-lettered
+every event (its producer had never fetched the metadata of the table's changelog topic,
+which Faust partitions without waiting); the dead-letter alert fired for that worker, as it
+should. The fixture creates the changelog topics beforehand so the bug does not mask the
+injected faults.
 
 Each alert is checked in Prometheus' own ALERTS series (firing, with the faulty run's labels),
 and the healthy run's labels never appear in any alert expression while every process runs.
@@ -190,7 +191,14 @@ def stack(kafka, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     runs: dict[str, Run] = {}
     for name, worker in specs.items():
         settings = _settings(kafka.bootstrap, name, tmp, **worker)
-        asyncio.run(ensure_topics(settings))
+        # The table's changelog topic too: when Faust creates it at start-up, a worker's
+        # producer may never fetch its metadata, and then the worker dead-letters every event
+        # (Faust partitions changelog records without waiting for metadata). Seen with six
+        # workers starting at once; a worker bug of its own, which here would only mask the
+        # fault each run injects. (Fetching the metadata before the first event fixed it but
+        # made the worker's SIGKILL test lose events, so it was reverted.)
+        changelog = f"{settings.worker.app_id}-user-state-changelog"
+        asyncio.run(ensure_topics(settings, extra=[changelog]))
         wp = None if name == "starved" else WorkerProcess(settings)
         sim_port = free_port() if name in (HEALTHY, "slow", "starved") else None
         runs[name] = Run(name, settings, wp, f"al-{name}-{uuid.uuid4().hex[:6]}", sim_port)
