@@ -195,8 +195,8 @@ def stack(kafka, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         # producer may never fetch its metadata, and then the worker dead-letters every event
         # (Faust partitions changelog records without waiting for metadata). Seen with six
         # workers starting at once; a worker bug of its own, which here would only mask the
-        # fault each run injects. (Fetching the metadata before the first event fixed it but
-        # made the worker's SIGKILL test lose events, so it was reverted.)
+        # fault each run injects. (Fetching the metadata before the first event, commit
+        # 8035f10, fixed it; it was reverted while the SIGKILL test's losses were unexplained.)
         changelog = f"{settings.worker.app_id}-user-state-changelog"
         asyncio.run(ensure_topics(settings, extra=[changelog]))
         wp = None if name == "starved" else WorkerProcess(settings)
