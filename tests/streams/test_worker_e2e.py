@@ -134,12 +134,17 @@ commit lands, halfway through the answers, and after a commit again (each restar
 redelivers what the previous life had not committed)."""
 
 
+# Open defect: events are still lost across repeated SIGKILLs (streams/README.md, "Delivery
+# guarantees"). Out of `make test` so that CI is not a coin toss; `make test-all` runs them and
+# fails until the defect is fixed. Never loosened: they assert that no event is lost.
+@pytest.mark.known_defect
 async def test_sigkill_mid_stream_recovers_state_and_answers_everything(
     broker, tmp_path: Path
 ) -> None:
     await _sigkill_recovery(broker.bootstrap, tmp_path, "memory")
 
 
+@pytest.mark.known_defect
 async def test_sigkill_recovery_with_the_rocksdb_store(kafka, tmp_path: Path) -> None:
     """The same kills and restarts with state in RocksDB (rocksdict): each restarted worker
     reopens its local store and catches up from the changelog. Kafka only: on Tansu the
