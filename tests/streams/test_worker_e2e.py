@@ -114,7 +114,14 @@ async def test_every_strategy_through_the_same_path(broker, tmp_path: Path, stra
         assert metric(port, "recloop_worker_recommendations_total", f'strategy="{strategy}"') == (
             len(triggering(first, settings))
         )
-        assert metric(port, "recloop_worker_assigned_partitions") == settings.topics.partitions
+        # A gauge the lag timer sets every lag_interval_seconds (2 s): wait for its next round.
+        await wait_for(
+            lambda: (
+                metric(port, "recloop_worker_assigned_partitions") == settings.topics.partitions
+            ),
+            10,
+            "the assigned-partitions gauge",
+        )
         await wait_for(
             lambda: (
                 metric(port, "recloop_worker_table_users") == 15 * (2 if strategy == "onnx" else 1)
