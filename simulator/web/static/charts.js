@@ -5,7 +5,7 @@
  *   {id, title, x: {label, unit, log}, y: {label, unit}, spanGaps,
  *    series: [{label, x: [...], y: [...]}]}
  * Units: "s" (seconds since start), "ms", "%" (values are shares 0..1, shown as percent),
- * "/s" (rates) or "" (plain). Axis ticks are uPlot's round increments; every tick label
+ * "/s" (rates) or "" (plain). Axis ticks step by 1, 2 or 5 times a power of ten; every tick label
  * carries its unit. `null` y values leave gaps. Series with different x values are joined
  * onto one x axis (uPlot.join); spanGaps draws across the nulls that joining creates.
  */
@@ -13,6 +13,13 @@
 var RecLoopCharts = (function () {
   var COLOURS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2",
                  "#ca8a04", "#be185d"];
+
+  // Tick steps of 1, 2 and 5 x 10^n, so that a label has at most two significant digits.
+  // uPlot's default steps also include 2.5 and 25, which gave labels such as "125 ms".
+  var INCRS = [];
+  for (var e = -6; e <= 9; e++) {
+    [1, 2, 5].forEach(function (m) { INCRS.push(+(m * Math.pow(10, e)).toPrecision(1)); });
+  }
 
   // A number without float noise (0.30000000000000004 -> 0.3), at most 6 significant digits.
   function clean(v) { return +(+v).toPrecision(6); }
@@ -88,8 +95,12 @@ var RecLoopCharts = (function () {
         y: { range: function (u, min, max) { return [0, max > 0 ? max * 1.05 : 1]; } },
       },
       axes: [
-        { label: spec.x.label, values: axisValues(xUnit, !!spec.x.log, ticks.x), space: 50 },
-        { label: spec.y.label, values: axisValues(yUnit, false, ticks.y), size: 70, space: 30 },
+        spec.x.log
+          ? { label: spec.x.label, values: axisValues(xUnit, true, ticks.x), space: 50 }
+          : { label: spec.x.label, values: axisValues(xUnit, false, ticks.x), space: 50,
+              incrs: INCRS },
+        { label: spec.y.label, values: axisValues(yUnit, false, ticks.y), size: 70, space: 30,
+          incrs: INCRS },
       ],
       legend: { live: true },
     };
