@@ -54,18 +54,10 @@ def evaluate_behaviour(md: ModelDir, test: BehaviourExamples) -> dict[str, dict[
     """AUC, log loss and calibration error of click, buy-given-click and leave on held-out slates."""
     out = {}
     for kind in ("lstm", "lm"):
-        rt = BehaviourRuntime.load(md, kind)
-        parts = [
-            rt.react(
-                test.history[i : i + 512],
-                test.slate[i : i + 512],
-                test.actions[i : i + 512] if kind == "lm" else None,
-            )
-            for i in range(0, len(test), 512)
-        ]
-        p_click = np.concatenate([p.p_click for p in parts])
-        p_buy = np.concatenate([p.p_buy for p in parts])
-        p_leave = np.concatenate([p.p_leave for p in parts])
+        scored = BehaviourRuntime.load(md, kind).react_all(
+            test.history, test.slate, test.actions if kind == "lm" else None
+        )
+        p_click, p_buy, p_leave = scored.p_click, scored.p_buy, scored.p_leave
         clicked = test.click > 0.5
         out[f"behaviour/{kind}"] = {
             "click_auc": auc(test.click, p_click),

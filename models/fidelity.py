@@ -134,20 +134,10 @@ def prediction_metrics(md: ModelDir, held: HoldOut) -> dict[str, dict[str, dict[
     clicked = test.click > 0.5
     predictions: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for kind in ("lstm", "lm"):
-        rt = BehaviourRuntime.load(md, kind)
-        parts = [
-            rt.react(
-                test.history[i : i + 512],
-                test.slate[i : i + 512],
-                test.actions[i : i + 512] if kind == "lm" else None,
-            )
-            for i in range(0, len(test), 512)
-        ]
-        predictions[kind] = (
-            np.concatenate([p.p_click for p in parts]),
-            np.concatenate([p.p_buy for p in parts]),
-            np.concatenate([p.p_leave for p in parts]),
+        out = BehaviourRuntime.load(md, kind).react_all(
+            test.history, test.slate, test.actions if kind == "lm" else None
         )
+        predictions[kind] = (out.p_click, out.p_buy, out.p_leave)
     popularity = (
         PopularityRates.load(md.file("behaviour_popularity"))
         if "behaviour_popularity" in md.card.files

@@ -83,6 +83,28 @@ class BehaviourRuntime:
             feed["history_actions"] = np.ascontiguousarray(actions)
         return feed
 
+    def react_all(
+        self,
+        histories: np.ndarray,
+        slates: np.ndarray,
+        actions: np.ndarray | None = None,
+        chunk: int = 512,
+    ) -> BehaviourOutput:
+        """`react` over any number of rows, `chunk` rows per onnxruntime call (bounded memory)."""
+        parts = [
+            self.react(
+                histories[i : i + chunk],
+                slates[i : i + chunk],
+                None if actions is None else actions[i : i + chunk],
+            )
+            for i in range(0, len(histories), chunk)
+        ]
+        return BehaviourOutput(
+            np.concatenate([p.p_click for p in parts]),
+            np.concatenate([p.p_buy for p in parts]),
+            np.concatenate([p.p_leave for p in parts]),
+        )
+
     def react(
         self, histories: np.ndarray, slates: np.ndarray, actions: np.ndarray | None = None
     ) -> BehaviourOutput:
