@@ -33,6 +33,7 @@ from recloop.core.contract import (
 from recloop.core.settings import ConfigError, Settings, load_settings
 from recloop.streams import metrics
 from recloop.streams.batcher import Batcher
+from recloop.streams.offsets import Verdict
 from recloop.streams.pipeline import Pending, Pipeline, Rejected, record_dead_letter, record_emitted
 from recloop.streams.strategies import ModelStrategy, ModelWatcher, build_strategy
 from recloop.streams.transport import WorkerApp
@@ -228,10 +229,12 @@ def create_app(settings: Settings) -> faust.App:
             return asyncio.gather(*sent)
 
         async def settle(batch: list[Item]) -> None:
-            # Only now may Faust commit these offsets: a handoff to the producer is not
+            # Only now may these offsets be committed: a handoff to the producer is not
             # durability (a record can still be in Faust's buffer or aiokafka's accumulator,
             # or fail, when the commit goes out).
             for event, _, _ in batch:
+                msg = event.message
+                ledger.settle(msg.tp, msg.offset)
                 await events_in.ack(event)
 
         crashing: list[asyncio.Future[None]] = []
@@ -251,8 +254,24 @@ def create_app(settings: Settings) -> faust.App:
             settle=settle,
         )
         batcher.start()
+        consumer = app.consumer
+        ledger = consumer.ledger
+        changelog_known = False
         try:
             async for event in events_in.events():
+                if not changelog_known:
+                    await _fetch_changelog_metadata(app, table)
+                    changelog_known = True
+                msg = event.message
+                verdict = ledger.receive(msg.tp, msg.offset)
+                if verdict is not Verdict.PROCESS:
+                    # Delivered again, or fetched past records that never arrived: nothing
+                    # to do but let Faust forget it (the ledger alone decides the commit).
+                    if verdict is Verdict.SEEK:
+                        metrics.OFFSET_HOLES.inc()
+                        await consumer.seek(msg.tp, ledger.next_offset(msg.tp))
+                    await events_in.ack(event)
+                    continue
                 outcome = await process(event.value)
                 await batcher.add((event, outcome, table.take_sent()))
         finally:
@@ -288,6 +307,20 @@ def create_app(settings: Settings) -> faust.App:
         await _update_lag(app, topics.events, pipeline, lag_partitions)
 
     return app
+
+
+async def _fetch_changelog_metadata(app: faust.App, table: faust.Table) -> None:
+    """Make the producer fetch the changelog topic's metadata, once, before the first event.
+
+    Faust partitions a changelog record with the producer's metadata without waiting for it;
+    a producer that had never fetched the changelog topic (Faust created it a moment before)
+    made every table write raise, and each event was dead-lettered as processing_error for
+    the worker's whole life (seen with several workers starting at once, in
+    tests/faults/test_alerts.py and tests/observability/test_prometheus_live.py).
+    """
+    await app.maybe_start_producer()
+    # app.producer: the one Faust's key partitioning asks (also under exactly_once).
+    await app.producer._ensure_producer().partitions_for(table.changelog_topic.get_topic_name())
 
 
 async def _update_lag(app: faust.App, topic: str, pipeline: Pipeline, reported: set[str]) -> None:

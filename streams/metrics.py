@@ -27,6 +27,10 @@ REDELIVERED = Counter(
     "recloop_worker_redelivered_events_total",
     "Events seen again after a restart (answered again, state unchanged).",
 )
+OFFSET_HOLES = Counter(
+    "recloop_worker_offset_refetches_total",
+    "Seeks back to events the consumer skipped on their way to the worker (after a rebalance).",
+)
 SEQUENCE_GAPS = Counter(
     "recloop_worker_sequence_gaps_total", "Per-user sequence numbers skipped between events."
 )

@@ -6,18 +6,23 @@ record arrives), but Tansu only re-reads the log between sleeps of half the rema
 so on it every event waited 0-750 ms before the worker saw it. `WorkerApp` builds its transport
 from the classes below, which give the consumer `Settings.fetch_max_wait_ms` instead.
 
-They also close a window in which Faust commits an offset past an event that is still being
-processed (see `_Consumer._new_offset`), which lost events when the worker was SIGKILLed.
+They also take the commit decision away from Faust's ack bookkeeping: the offset committed is
+the worker's own (`streams/offsets.py`), so a record Faust dropped or skipped on its way to the
+agent is fetched again instead of committed unprocessed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP, TransportT
+from faust.types import TP, Message, TransportT
 from faust.types.tuples import ack_lock
+from mode.utils.futures import notify
+
+from recloop.streams.offsets import OffsetLedger
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -28,26 +33,61 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return consumer
 
 
+class _ReadOffsetsOff(dict):  # type: ignore[type-arg]
+    """Faust's per-partition read offsets, always unknown.
+
+    Faust drops a record below its read offset and counts offsets skipped above it as
+    committable gaps; after a seek that dropped re-fetched records and committed ones never
+    processed. With every read offset unknown Faust passes every record on and adds no gap;
+    the `OffsetLedger` decides instead."""
+
+    def __getitem__(self, tp: TP) -> None:
+        return None
+
+
 class _Consumer(faust_aiokafka.Consumer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ledger: OffsetLedger[TP] = OffsetLedger()
+        self._read_offset = _ReadOffsetsOff()
+
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
-    def _new_offset(self, tp: TP) -> int | None:
-        """The offset to commit for `tp`: never past a delivered event that is not acked.
+    async def perform_seek(self) -> None:
+        """Faust's seek to the committed offsets, and the ledger restarted at them."""
+        await super().perform_seek()
+        assigned = {tp for tp in self.assignment() if self.app.topics.acks_enabled_for(tp.topic)}
+        committed = {tp: self._committed_offset.get(tp) for tp in assigned}
+        # No committed offset (Faust also stores 0 as None): the group starts at the log's
+        # beginning (auto_offset_reset=earliest), which is not always offset 0.
+        missing = [tp for tp, offset in committed.items() if offset is None]
+        earliest = await self.earliest_offsets(*missing) if missing else {}
+        for tp, offset in committed.items():
+            self.ledger.anchor(tp, offset if offset is not None else earliest.get(tp, 0))
+        self.ledger.retain(assigned)
 
-        Faust commits the end of the first run of consecutive acked offsets, and only refuses
-        when that run starts more than one offset after the committed one (it tolerates one,
-        for a transaction marker) or when the committed offset is 0 (falsy). So with offset N
-        still being scored and N+1.. acked, it committed past N; a SIGKILL then lost N for good.
-        Checked here before Faust's own bookkeeping, which drops the offsets it returns.
-        """
-        with ack_lock:  # the lock Faust's ack() takes: no message is acked while we look
-            acked = self._acked[tp]
-            if acked:
-                pending = [m.offset for m in self._unacked_messages if m.tp == tp and not m.acked]
-                if pending and min(pending) < min(acked):
-                    return None
-            return super()._new_offset(tp)
+    def ack(self, message: Message) -> bool:
+        """Mark `message` done for Faust (no commit bookkeeping: the ledger decides)."""
+        with ack_lock:
+            if message.acked:
+                return False
+            message.acked = True
+            self._unacked_messages.discard(message)
+            self._n_acked += 1
+            notify(self._waiting_for_ack)
+            return True
+
+    def _filter_tps_with_pending_acks(self, topics: Any = None) -> Iterator[TP]:
+        assigned = self.assignment()  # a revoked partition is another worker's to commit
+        return (
+            tp
+            for tp in self.ledger.partitions()
+            if tp in assigned and (topics is None or tp in topics or tp.topic in topics)
+        )
+
+    def _new_offset(self, tp: TP) -> int | None:
+        return self.ledger.commit_offset(tp)
 
 
 class _Transport(faust_aiokafka.Transport):
