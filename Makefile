@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: install demo test test-all lint format bench kafka-jars clean
 
@@ -25,6 +26,9 @@ test: install kafka-jars ## the default test suite (real brokers, no slow or ben
 
 test-all: install kafka-jars
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: install kafka-jars ## every benchmark beside its same-run baseline on Apache Kafka (~10 min)
+	$(BIN)/python scripts/bench_all.py $(BENCH_ARGS)  # JSON in benchmarks/results/; README table
 
 lint: install
 	$(BIN)/ruff check .

@@ -233,13 +233,27 @@ def kafka_libs_dir() -> Path:
 
 def fetch_kafka_jars() -> Path:
     """Download the Apache Kafka broker jars with Maven once; later calls reuse the cache."""
-    libs = kafka_libs_dir()
+    return _maven_fetch(KAFKA_POM, kafka_libs_dir())
+
+
+KAFKA_TOOLS_POM = "kafka-tools-pom.xml"
+
+
+def fetch_kafka_tools() -> Path:
+    """Download Apache Kafka's command-line tools (`kafka-tools`, with ProducerPerformance and
+    ConsumerPerformance) once, at the broker's version, beside the broker jars."""
+    return _maven_fetch(KAFKA_TOOLS_POM, kafka_libs_dir().parent / "tools")
+
+
+def _maven_fetch(pom_name: str, libs: Path) -> Path:
+    """`mvn dependency:copy-dependencies` of a packaged pom into `libs`, once (a `.complete`
+    marker); the Kafka version is always `kafka_version()`."""
     if (libs / ".complete").exists():
         return libs
     if shutil.which("mvn") is None:
         raise BrokerError("Maven (`mvn`) is needed to fetch the Kafka jars: apt-get install maven")
     libs.mkdir(parents=True, exist_ok=True)
-    with resources.as_file(resources.files("recloop").joinpath(KAFKA_POM)) as pom:
+    with resources.as_file(resources.files("recloop").joinpath(pom_name)) as pom:
         cmd = [
             "mvn",
             "-q",
@@ -249,11 +263,12 @@ def fetch_kafka_jars() -> Path:
             str(pom),
             "dependency:copy-dependencies",
             f"-DoutputDirectory={libs}",
+            f"-Dkafka.version={kafka_version()}",
             "-DincludeScope=runtime",
         ]
         result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
-        raise BrokerError(f"fetching Kafka jars failed:\n{result.stdout}\n{result.stderr}")
+        raise BrokerError(f"fetching {pom_name} failed:\n{result.stdout}\n{result.stderr}")
     (libs / ".complete").touch()
     return libs
 

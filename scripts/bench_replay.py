@@ -5,7 +5,8 @@
 
 Uses RECLOOP_BOOTSTRAP if set, else starts a local Apache Kafka (`recloop.brokers`). Both the
 replay and the raw producer send the same pre-encoded contract events (same keys, same value
-sizes) with the same producer settings, into fresh topics, in the same run.
+sizes) into fresh topics, in the same run; the raw producer is the baseline all producing
+benchmarks share (`benchlib.raw_producer`).
 """
 
 from __future__ import annotations
@@ -16,16 +17,14 @@ import math
 import os
 import random
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from aiokafka import AIOKafkaProducer
+import benchlib
 
-from recloop.brokers import BROKERS
 from recloop.core.contract import EventType, UserEvent, encode
 from recloop.core.settings import Settings, Topics
 from recloop.core.topics import ensure_topics
@@ -75,67 +74,46 @@ def write_recording(path: Path, events: list[tuple[float, UserEvent]]) -> None:
 
 
 def fresh(settings: Settings, tag: str) -> Settings:
-    t = f"bench-{tag}-{uuid.uuid4().hex[:6]}"
-    topics = Topics(
-        events=f"{t}.events", recommendations=f"{t}.recs", dead_letters=f"{t}.dlq",
-        partitions=settings.topics.partitions,
-    )  # fmt: skip
+    topics = benchlib.fresh_topics(tag, settings.topics.partitions)
     return settings.model_copy(update={"topics": topics})
 
 
-async def raw_producer(
-    settings: Settings, records: list[tuple[bytes, bytes]], opts: Options
-) -> float:
-    """Plain aiokafka: `send()` per record (default partitioner), futures awaited at the end."""
-    producer = AIOKafkaProducer(
-        **settings.kafka_kwargs(),
-        acks=opts.acks,
-        linger_ms=50,
-        max_batch_size=opts.max_batch_bytes,
-        compression_type=opts.compression,
-    )
-    await producer.start()
-    topic = settings.topics.events
-    await producer.partitions_for(topic)
-    try:
-        start = time.monotonic()
-        futures = [await producer.send(topic, value=v, key=k) for k, v in records]
-        await producer.flush()
-        await asyncio.gather(*futures)
-        return len(records) / (time.monotonic() - start)
-    finally:
-        await producer.stop()
-
-
-async def bench(bootstrap: str, n: int, paced_seconds: float, partitions: int) -> None:
+async def bench(
+    bootstrap: str, n: int, paced_seconds: float, partitions: int, rounds: int = 3
+) -> dict[str, Any]:
+    """Replay as fast as possible beside the shared raw-producer baseline (alternating, best of
+    `rounds`), then 1x pacing accuracy; the result's figures."""
     settings = Settings(bootstrap=bootstrap, topics=Topics(partitions=partitions))
-    tmp = Path(tempfile.mkdtemp(prefix="bench-replay-"))
+    tmp = benchlib.tmpdir("bench-replay-")
     events = synthetic(n, users=5000, mean_gap=0.01)
     path = tmp / "bench.rec.zst"
     write_recording(path, events)
     size = sum(len(encode(e)) for _, e in events) / n
     print(f"recording: {n} events, mean value {size:.0f} bytes, {path.stat().st_size / 1e6:.1f} MB")
 
-    opts = Options(topic="")
+    records = [(e.user_id.encode(), encode(e)) for _, e in events]
     results: dict[str, list[float]] = {"replay": [], "replay+load": [], "raw": []}
-    for _ in range(3):  # alternate, so machine noise hits both alike
+    cpu: dict[str, list[float]] = {"replay+load": [], "raw": []}
+    for _ in range(rounds):  # alternate, so machine noise hits both alike
         s = fresh(settings, "raw")
         await ensure_topics(s)
-        records = [(e.user_id.encode(), encode(e)) for _, e in events]
-        results["raw"].append(await raw_producer(s, records, opts))
+        raw = await benchlib.raw_producer(s, records)
+        results["raw"].append(raw["events_per_s"])
+        cpu["raw"].append(raw["cpu_us_per_event"])
 
         s = fresh(settings, "replay")
         await ensure_topics(s)
-        t0 = time.monotonic()
+        cpu0, t0 = time.process_time(), time.monotonic()
         loaded = load_recording(path, strict=True)
         plan = make_plan(loaded.rows, speed=math.inf)
         load_s = time.monotonic() - t0
         options = Options(topic=s.topics.events, time_mode="scale")
         result = await Replayer(s, plan, options).run()
         assert result.sent == n
+        cpu["replay+load"].append((time.process_time() - cpu0) * 1e6 / n)
         results["replay"].append(result.rate)
         results["replay+load"].append(n / (result.seconds + load_s))
-    print("as fast as possible, events/s (3 runs, best first):")
+    print("as fast as possible, events/s (best first):")
     for name, rates in results.items():
         print(f"  {name:12s} " + "  ".join(f"{r:>9,.0f}" for r in sorted(rates, reverse=True)))
     print("  (replay: send phase, from planned rows; replay+load: file read, decode, plan, send)")
@@ -154,6 +132,31 @@ async def bench(bootstrap: str, n: int, paced_seconds: float, partitions: int) -
         f"max {result.lag_max * 1e3:.2f} ms, {result.late} over 5 ms; "
         f"after send() returned p99 {result.sent_lag_p99 * 1e3:.3f} ms"
     )
+    best = {name: max(rates) for name, rates in results.items()}
+    return {
+        "events": n,
+        "mean_value_bytes": round(size),
+        "rounds": rounds,
+        "raw_producer": {"events_per_s": best["raw"], "cpu_us_per_event": min(cpu["raw"])},
+        "replay_events_per_s": best["replay+load"],
+        "replay_send_phase_events_per_s": best["replay"],
+        "cpu_us_per_event": min(cpu["replay+load"]),
+        "ratio_to_raw": best["replay+load"] / best["raw"],
+        "paced_1x": {
+            "events": result.sent,
+            "lag_p50_ms": result.lag_p50 * 1e3,
+            "lag_p99_ms": result.lag_p99 * 1e3,
+            "lag_max_ms": result.lag_max * 1e3,
+            "over_5ms": result.late,
+        },
+    }
+
+
+def run(
+    bootstrap: str, events: int = 200_000, paced_seconds: float = 20.0, rounds: int = 3
+) -> dict[str, Any]:
+    """`bench` on an existing broker (4 partitions)."""
+    return asyncio.run(bench(bootstrap, events, paced_seconds, 4, rounds))
 
 
 def main() -> None:
@@ -161,16 +164,11 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--paced-seconds", type=float, default=20.0)
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    external = os.environ.get("RECLOOP_BOOTSTRAP")
-    broker = None if external else BROKERS["kafka"]().start()
-    try:
-        bootstrap = external or broker.bootstrap  # type: ignore[union-attr]
-        print(f"Kafka at {bootstrap} ({'external' if external else 'local Apache Kafka'})")
-        asyncio.run(bench(bootstrap, args.events, args.paced_seconds, args.partitions))
-    finally:
-        if broker is not None:
-            broker.stop()
+    with benchlib.kafka(os.environ.get("RECLOOP_BOOTSTRAP")) as bootstrap:
+        print(f"Kafka at {bootstrap}")
+        asyncio.run(bench(bootstrap, args.events, args.paced_seconds, args.partitions, args.rounds))
 
 
 if __name__ == "__main__":

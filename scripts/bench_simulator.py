@@ -2,71 +2,67 @@
 
 For each target rate (ascending) the real `Simulation` runs a scenario whose sessions start
 by Poisson arrivals and, with no recommender answering, end when the user's patience runs out
-(a session start, then a leave: two events per session). That exercises the whole send path:
-arrivals, the scheduling heap, event encoding, the aiokafka producer, deadlines and stats. A
-rate is sustained when the achieved rate is within 3% of the target and the p99 scheduling lag
-(actual minus intended send time) is under 5 ms. Beside it, a raw aiokafka producer sends the
-same-sized messages as fast as it can, measured in the same run on the same broker.
+(a session start, then a leave: two events per session; world users). That exercises the whole
+send path: arrivals, the scheduling heap, event encoding, the aiokafka producer, deadlines and
+stats. A rate is sustained when the achieved rate is within 3% of the target and the p99
+scheduling lag (actual minus intended send time) is under 5 ms. Beside it, the shared raw
+aiokafka producer baseline (`benchlib.raw_producer`) sends same-sized contract events as fast
+as it can, in the same run on the same broker.
 
-    .venv/bin/python scripts/bench_simulator.py                 # embedded Tansu broker
-    .venv/bin/python scripts/bench_simulator.py --bootstrap 127.0.0.1:9092
+    .venv/bin/python scripts/bench_simulator.py                 # starts a local Apache Kafka
+    .venv/bin/python scripts/bench_simulator.py --bootstrap 127.0.0.1:9092 --profile sim.prof
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from aiokafka import AIOKafkaProducer
+import benchlib
 
 from recloop.core.contract import EventType, UserEvent, encode
-from recloop.core.settings import Settings, Topics
+from recloop.core.settings import Settings
 from recloop.core.topics import ensure_topics
 from recloop.simulator.runner import Simulation
 from recloop.simulator.scenario import scenario_from_dict
 
 LAG_P99_LIMIT = 0.005
+RATES = "5000,10000,15000,20000,25000,30000"
 
 
-async def raw_producer_rate(settings: Settings, n: int) -> float:
-    """Messages/s of a bare aiokafka producer (same settings as the simulator's)."""
-    producer = AIOKafkaProducer(**settings.kafka_kwargs(), linger_ms=2, acks=1)
-    await producer.start()
-    try:
-        now = time.time()
-        payloads = [
-            (
-                f"u{i % 5000}".encode(),
-                encode(
-                    UserEvent(
-                        event_id=f"bench-{i}",
-                        user_id=f"u{i % 5000}",
-                        event_type=EventType.SESSION_START,
-                        event_time=now,
-                        seq=i,
-                        produce_time=now,
-                        session_id=f"bench:u{i % 5000}:1",
-                    )
-                ),
-            )
-            for i in range(n)
-        ]
-        started = time.perf_counter()
-        for key, value in payloads:
-            await producer.send(settings.topics.events, value, key=key)
-        await producer.flush()
-        return n / (time.perf_counter() - started)
-    finally:
-        await producer.stop()
+def session_starts(n: int) -> benchlib.Records:
+    """Encoded session starts like the simulator's, for the raw-producer baseline."""
+    now = time.time()
+    return [
+        (
+            f"u{i % 5000}".encode(),
+            encode(
+                UserEvent(
+                    event_id=f"bench-{i}",
+                    user_id=f"u{i % 5000}",
+                    event_type=EventType.SESSION_START,
+                    event_time=now,
+                    seq=i,
+                    produce_time=now,
+                    session_id=f"bench:u{i % 5000}:1",
+                )
+            ),
+        )
+        for i in range(n)
+    ]
 
 
-async def simulated(settings: Settings, event_rate: float, seconds: float) -> tuple[float, float]:
-    """(achieved events/s, p99 schedule lag in s) of one simulator process at `event_rate`."""
+async def simulated(settings: Settings, event_rate: float, seconds: float) -> dict[str, float]:
+    """Achieved events/s, p99 schedule lag (ms) and CPU µs per event of one simulator process
+    (this one) at `event_rate`."""
     sc = scenario_from_dict(
         {
             "name": f"bench-{event_rate:.0f}",
@@ -77,52 +73,76 @@ async def simulated(settings: Settings, event_rate: float, seconds: float) -> tu
         }
     )
     sim = Simulation(sc, settings)
+    cpu0 = time.process_time()
     result = await sim.run()
-    c = result.stats.counts
-    return c["events_sent"] / seconds, sim.simulated.pacer.lag_percentile(99) / 1.0
+    cpu = time.process_time() - cpu0
+    sent = result.stats.counts["events_sent"]
+    return {
+        "target_per_s": event_rate,
+        "events_per_s": sent / seconds,
+        "lag_p99_ms": sim.simulated.pacer.lag_percentile(99) * 1000,
+        "cpu_us_per_event": cpu * 1e6 / max(1, sent),
+    }
+
+
+def run(
+    bootstrap: str, rates: str = RATES, seconds: float = 8.0, raw_messages: int = 100_000
+) -> dict[str, Any]:
+    """The rate ladder and the raw-producer baseline on one broker; the result's figures."""
+    settings = Settings(bootstrap=bootstrap, topics=benchlib.fresh_topics("sim", 4))
+    asyncio.run(ensure_topics(settings))
+    raw = asyncio.run(benchlib.raw_producer(settings, session_starts(raw_messages)))
+    print(f"raw aiokafka producer: {raw['events_per_s']:,.0f} events/s", flush=True)
+    ladder, best = [], None
+    for rate in (float(r) for r in rates.split(",")):
+        row = asyncio.run(simulated(settings, rate, seconds))
+        row["sustained"] = row["lag_p99_ms"] < LAG_P99_LIMIT * 1000 and (
+            row["events_per_s"] >= 0.97 * rate
+        )
+        ladder.append(row)
+        print(
+            f"simulator target {rate:8,.0f}/s  achieved {row['events_per_s']:8,.0f}/s  "
+            f"lag p99 {row['lag_p99_ms']:6.2f} ms  CPU {row['cpu_us_per_event']:5.1f} us/event  "
+            f"{'sustained' if row['sustained'] else 'NOT sustained'}",
+            flush=True,
+        )
+        if not row["sustained"]:
+            break
+        best = row
+    sustained = best["events_per_s"] if best else 0.0
+    return {
+        "seconds_per_rate": seconds,
+        "raw_producer": raw,
+        "ladder": ladder,
+        "max_sustained_per_s": sustained,
+        "cpu_us_per_event": best["cpu_us_per_event"] if best else None,
+        "ratio_to_raw": sustained / raw["events_per_s"],
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--bootstrap", help="existing Kafka (default: start embedded Tansu)")
-    parser.add_argument("--rates", default="2000,5000,8000,10000,12000,15000,20000")
+    parser.add_argument("--bootstrap", help="existing Kafka (default: start Apache Kafka)")
+    parser.add_argument("--rates", default=RATES)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--raw-messages", type=int, default=100_000)
+    parser.add_argument("--profile", type=Path, help="cProfile the first rate into this file")
     args = parser.parse_args()
-
-    broker = None
-    if args.bootstrap is None:
-        from recloop.brokers import EmbeddedBroker
-
-        broker = EmbeddedBroker().start()
-        args.bootstrap = broker.bootstrap
-    try:
-        settings = Settings(
-            bootstrap=args.bootstrap,
-            topics=Topics(events="bench.events", recommendations="bench.recs", partitions=4),
-        )
-        asyncio.run(ensure_topics(settings))
-        raw = asyncio.run(raw_producer_rate(settings, args.raw_messages))
-        print(f"raw aiokafka producer: {raw:,.0f} events/s ({args.raw_messages} messages)")
-        best = 0.0
-        for rate in (float(r) for r in args.rates.split(",")):
-            achieved, lag = asyncio.run(simulated(settings, rate, args.seconds))
-            ok = lag < LAG_P99_LIMIT and achieved >= 0.97 * rate
-            print(
-                f"simulator target {rate:8,.0f}/s  achieved {achieved:8,.0f}/s  "
-                f"lag p99 {lag * 1000:6.2f} ms  {'sustained' if ok else 'NOT sustained'}"
-            )
-            if ok:
-                best = max(best, achieved)
-            else:
-                break
-        print(
-            f"max sustained open-loop rate (lag p99 < 5 ms): {best:,.0f} events/s; "
-            f"raw aiokafka producer: {raw:,.0f} events/s"
-        )
-    finally:
-        if broker is not None:
-            broker.stop()
+    with benchlib.kafka(args.bootstrap) as bootstrap:
+        if args.profile:
+            settings = Settings(bootstrap=bootstrap, topics=benchlib.fresh_topics("sim", 4))
+            asyncio.run(ensure_topics(settings))
+            rate = float(args.rates.split(",")[0])
+            with cProfile.Profile() as prof:
+                row = asyncio.run(simulated(settings, rate, args.seconds))
+            prof.dump_stats(args.profile)
+            print(json.dumps(row), f"profile in {args.profile}")
+            return
+        result = run(bootstrap, args.rates, args.seconds, args.raw_messages)
+    print(
+        f"max sustained open-loop rate (lag p99 < 5 ms): {result['max_sustained_per_s']:,.0f} "
+        f"events/s = {result['ratio_to_raw']:.1%} of the raw aiokafka producer"
+    )
 
 
 if __name__ == "__main__":

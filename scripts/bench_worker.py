@@ -7,15 +7,17 @@ ask for a recommendation):
 
 * sustained throughput: a backlog of events is produced first, then the consumer is started
   and timed until it has consumed all of them (events/s);
-* latency: events are produced open-loop at a fixed rate and each answer's
-  `received - produced` is recorded (p50/p99, triggering events only).
+* latency: events are produced open-loop at each fixed rate (`--rates`) and each answer's
+  `received - produced` is recorded (p50/p99 and p99 per second, triggering events only);
+* scale-out (`--scale-out 1,2,4`): that many workers in one consumer group share a backlog on
+  8 partitions; partitions and events per worker, CPU per event over all of them.
 
 Usage:
     .venv/bin/python scripts/bench_worker.py                      # starts a local Apache Kafka
     .venv/bin/python scripts/bench_worker.py --bootstrap host:9092 --model-dir artifacts/models
 
-Without --model-dir a small transformer is trained once on the synthetic world into
-artifacts/bench-model (needs the `train` extra, about a minute).
+Without --model-dir the full-preset MovieLens models are trained once into the cache
+(`benchlib.movielens_model`, needs the `train` extra, 2-4 minutes).
 """
 
 from __future__ import annotations
@@ -32,12 +34,15 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import benchlib  # noqa: E402
 
 from recloop.core.contract import (  # noqa: E402
     EventType,
@@ -79,16 +84,6 @@ class EventSource:
             item_id=None if s == 0 else self.items[int(self.rng.integers(len(self.items)))],
             session_id=f"{self.users[u]}-s",
         )
-
-
-def fresh_topics(tag: str, partitions: int) -> Topics:
-    t = f"bench-{tag}-{uuid.uuid4().hex[:6]}"
-    return Topics(
-        events=f"{t}.events",
-        recommendations=f"{t}.recs",
-        dead_letters=f"{t}.dlq",
-        partitions=partitions,
-    )
 
 
 async def produce_backlog(bootstrap: str, topic: str, source: EventSource, n: int) -> None:
@@ -279,8 +274,13 @@ class WorkerUnderTest:
         )
 
     def metric(self, name: str) -> float:
+        return self.metric_at(self.port, name)
+
+    @staticmethod
+    def metric_at(port: int, name: str) -> float:
+        """The sum of `name`'s samples on the worker metrics endpoint at `port` (-1: none)."""
         try:
-            text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2)
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
         except OSError:
             return -1.0
         total = 0.0
@@ -292,8 +292,7 @@ class WorkerUnderTest:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the worker process so far (all its threads)."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return benchlib.process_cpu_seconds(self.proc.pid)
 
     async def ready(self, partitions: int) -> None:
         deadline = time.monotonic() + 120
@@ -317,25 +316,24 @@ def summary(values: list[float]) -> str:
     return f"p50 {np.percentile(a, 50):6.1f} ms  p99 {np.percentile(a, 99):6.1f} ms  (n={len(a)})"
 
 
-async def measure(kind: str, args: argparse.Namespace, items: list[str]) -> dict[str, object]:
-
-    results: dict[str, object] = {"kind": kind, "events_per_s": float("nan")}
+async def measure(kind: str, args: argparse.Namespace, items: list[str]) -> dict[str, Any]:
+    """Throughput on a backlog, then latency at each of `args.rates`, for one kind."""
+    results: dict[str, Any] = {"kind": kind, "events_per_s": float("nan"), "latency": {}}
     if not args.no_throughput:
         await _throughput(kind, args, items, results)
-    if args.no_latency:
-        results["latency"], results["answered"] = [], "-"
-        return results
-    await _latency(kind, args, items, results)
+    if not args.no_latency:
+        for rate in args.rates:
+            results["latency"][f"{rate:.0f}"] = await _latency(kind, args, items, rate)
     return results
 
 
 async def _throughput(
-    kind: str, args: argparse.Namespace, items: list[str], results: dict[str, object]
+    kind: str, args: argparse.Namespace, items: list[str], results: dict[str, Any]
 ) -> None:
     """1) Sustained throughput on a backlog."""
     from recloop.brokers import free_port
 
-    topics = fresh_topics(f"{kind}-tp", args.partitions)
+    topics = benchlib.fresh_topics(f"{kind}-tp", args.partitions)
     settings = Settings(bootstrap=args.bootstrap, topics=topics)
     await ensure_topics(settings)
     source = EventSource(items, args.users, seed=1)
@@ -374,12 +372,12 @@ async def _throughput(
 
 
 async def _latency(
-    kind: str, args: argparse.Namespace, items: list[str], results: dict[str, object]
-) -> None:
-    """2) Latency at a fixed open-loop rate."""
+    kind: str, args: argparse.Namespace, items: list[str], rate: float
+) -> dict[str, Any]:
+    """2) Event -> recommendation latency at a fixed open-loop rate, overall and per second."""
     from recloop.brokers import free_port
 
-    topics = fresh_topics(f"{kind}-lat", args.partitions)
+    topics = benchlib.fresh_topics(f"{kind}-lat", args.partitions)
     settings = Settings(bootstrap=args.bootstrap, topics=topics)
     await ensure_topics(settings)
     source = EventSource(items, args.users, seed=2)
@@ -399,22 +397,14 @@ async def _latency(
             worker = WorkerUnderTest(settings, args.model_dir, free_port(), args.worker_env)
             await worker.ready(args.partitions)
         # A short warm-up at the same rate is not counted.
-        await produce_at_rate(args.bootstrap, topics.events, source, args.rate, args.warmup)
+        await produce_at_rate(args.bootstrap, topics.events, source, rate, args.warmup)
         await asyncio.sleep(0.5)
         lat.clear()
-        sent = await produce_at_rate(args.bootstrap, topics.events, source, args.rate, args.seconds)
+        timeline.clear()
+        sent = await produce_at_rate(args.bootstrap, topics.events, source, rate, args.seconds)
         deadline = time.monotonic() + 10
         while len(lat) < sent and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-        results["latency"] = list(lat)
-        if args.timeline and timeline:
-            t0 = timeline[0][0]
-            by_second: dict[int, list[float]] = {}
-            for t, v in timeline:
-                by_second.setdefault(int(t - t0), []).append(v)
-            for sec, vs in sorted(by_second.items()):
-                print(f"  {kind} t={sec:3d}s  n={len(vs):5d}  {summary(vs)}", flush=True)
-        results["answered"] = f"{len(lat)}/{sent}"
     finally:
         stop.set()
         await reader
@@ -422,78 +412,171 @@ async def _latency(
             await pt.stop()
         if worker:
             worker.stop()
+    per_second = per_second_p99(timeline)
+    if args.timeline:
+        for sec, p99 in enumerate(per_second):
+            print(f"  {kind} at {rate:.0f}/s t={sec:3d}s  p99 {p99:8.1f} ms", flush=True)
+    a = np.asarray(lat or [np.nan]) * 1000
+    print(
+        f"{kind:12} at {rate:6.0f} events/s: {summary(lat)}  answered {len(lat)}/{sent}", flush=True
+    )
+    return {
+        "p50_ms": float(np.percentile(a, 50)),
+        "p99_ms": float(np.percentile(a, 99)),
+        "answered": len(lat),
+        "triggers_sent": sent,
+        "per_second_p99_ms": per_second,
+    }
 
 
-def ensure_model(model_dir: Path | None) -> Path:
-    if model_dir is not None:
-        return model_dir
-    path = ROOT / "artifacts" / "bench-model"
-    if not (path / "card.json").is_file():
-        print(f"training a small transformer into {path} (once) ...", flush=True)
-        from recloop.models.data.synthetic import SyntheticWorld
-        from recloop.models.train.config import TrainConfig
-        from recloop.models.train.pipeline import train_all
-
-        world = SyntheticWorld.generate(n_users=500, n_items=300, seed=0)
-        train_all(world.log, path, TrainConfig.preset_named("small"))
-    return path
+def per_second_p99(timeline: list[tuple[float, float]]) -> list[float]:
+    """p99 latency (ms) of each second of (received time, latency s) pairs, in order."""
+    if not timeline:
+        return []
+    t0 = timeline[0][0]
+    by_second: dict[int, list[float]] = {}
+    for t, v in timeline:
+        by_second.setdefault(int(t - t0), []).append(v)
+    return [round(float(np.percentile(vs, 99)) * 1000, 1) for _, vs in sorted(by_second.items())]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bootstrap", help="Kafka to use (default: start a local Apache Kafka)")
-    parser.add_argument("--model-dir", type=Path, help="trained model directory")
-    parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--users", type=int, default=5000)
-    parser.add_argument("--backlog", type=int, default=40_000, help="events for throughput")
-    parser.add_argument("--rate", type=float, default=1000.0, help="events/s for latency")
-    parser.add_argument("--seconds", type=float, default=20.0, help="latency phase length")
-    parser.add_argument("--warmup", type=float, default=3.0)
-    parser.add_argument(
+async def scale_out(args: argparse.Namespace, items: list[str], workers: int) -> dict[str, Any]:
+    """`workers` worker processes in one consumer group on a backlog: partitions and events
+    each took, and CPU per event over all of them (the machine's cores are shared, so the
+    figure to compare with one worker is CPU per event, not events/s)."""
+    from recloop.brokers import free_port
+    from recloop.core.settings import WorkerConfig
+    from recloop.processes import start_worker, stop_process
+
+    topics = benchlib.fresh_topics(f"scale{workers}", args.scale_partitions)
+    group = f"bench-scale-{uuid.uuid4().hex[:6]}"
+    settings = Settings(bootstrap=args.bootstrap, topics=topics)
+    await ensure_topics(settings)
+    procs, ports = [], []
+    for i in range(workers):
+        ports.append(free_port())
+        worker = WorkerConfig(
+            app_id=group,
+            strategy=Strategy.ONNX,
+            model_dir=args.model_dir,
+            metrics_port=ports[-1],
+            data_dir=benchlib.tmpdir("recloop-bench-"),
+            trigger_on=["session_start", "click"],
+            web_port=free_port(),
+        )
+        log = benchlib.tmpdir("bench-scale-") / f"worker{i}.log"
+        procs.append(start_worker(settings.model_copy(update={"worker": worker}), log))
+    try:
+        metric = WorkerUnderTest.metric_at
+        deadline = time.monotonic() + 180
+        while True:  # every worker has partitions and together they have all of them
+            assigned = [metric(p, "recloop_worker_assigned_partitions") for p in ports]
+            if min(assigned) > 0 and sum(assigned) == args.scale_partitions:
+                break
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                raise RuntimeError(f"{workers} workers did not share the partitions: {assigned}")
+            await asyncio.sleep(0.3)
+        cpu0 = [benchlib.process_cpu_seconds(p.pid) for p in procs]
+        started = time.monotonic()
+        source = EventSource(items, args.users, seed=3)
+        await produce_backlog(args.bootstrap, topics.events, source, args.scale_backlog)
+        while (done := [metric(p, "recloop_worker_events_total") for p in ports]) and sum(
+            done
+        ) < args.scale_backlog:
+            if time.monotonic() - started > 300:
+                raise RuntimeError(f"{workers} workers stalled at {sum(done)} events")
+            await asyncio.sleep(0.1)
+        seconds = time.monotonic() - started
+        cpu = [benchlib.process_cpu_seconds(p.pid) - c for p, c in zip(procs, cpu0, strict=True)]
+    finally:
+        for p in procs:
+            stop_process(p)
+    row = {
+        "workers": workers,
+        "partitions": args.scale_partitions,
+        "partitions_per_worker": [int(a) for a in assigned],
+        "events_per_worker": [int(d) for d in done],
+        "events_per_s": sum(done) / seconds,
+        "cpu_us_per_event": sum(cpu) * 1e6 / sum(done),
+    }
+    print(
+        f"{workers} worker(s): partitions {row['partitions_per_worker']}, events "
+        f"{row['events_per_worker']}, CPU {row['cpu_us_per_event']:.0f} us/event",
+        flush=True,
+    )
+    return row
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line (also the defaults `run` starts from)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--bootstrap", help="Kafka to use (default: start a local Apache Kafka)")
+    p.add_argument("--model-dir", type=Path, help="default: the MovieLens bench model")
+    p.add_argument("--partitions", type=int, default=4)
+    p.add_argument("--users", type=int, default=5000)
+    p.add_argument("--backlog", type=int, default=40_000, help="events for throughput")
+    p.add_argument(
+        "--rates", default="1000,3000", help="events/s of each latency phase (comma-separated)"
+    )
+    p.add_argument("--seconds", type=float, default=20.0, help="latency phase length")
+    p.add_argument("--warmup", type=float, default=3.0)
+    p.add_argument(
         "--only", choices=["passthrough", "worker"], help="measure one side only (default both)"
     )
-    parser.add_argument(
+    p.add_argument(
         "--worker-env",
         action="append",
         default=[],
         metavar="RECLOOP_X=V",
         help="extra worker setting, e.g. RECLOOP_WORKER__BATCH_SIZE=256 (repeatable)",
     )
-    parser.add_argument("--no-latency", action="store_true", help="throughput phase only")
-    parser.add_argument("--no-throughput", action="store_true", help="latency phase only")
-    parser.add_argument("--timeline", action="store_true", help="print latency per second")
-    parser.add_argument(
+    p.add_argument("--no-latency", action="store_true", help="throughput phase only")
+    p.add_argument("--no-throughput", action="store_true", help="latency phase only")
+    p.add_argument("--timeline", action="store_true", help="print latency per second")
+    p.add_argument(
         "--profile", type=Path, help="run the throughput worker under pyinstrument, text report"
     )
-    args = parser.parse_args()
-    args.worker_env = dict(kv.split("=", 1) for kv in args.worker_env)
-    args.model_dir = ensure_model(args.model_dir)
-    items = json.loads((args.model_dir / "items.json").read_text())[2:]
-    broker = None
-    if not args.bootstrap:
-        from recloop.brokers import BROKERS
-
-        broker = BROKERS["kafka"]().start()
-        args.bootstrap = broker.bootstrap
-    try:
-        print(
-            f"broker {args.bootstrap}, model {args.model_dir}, {os.cpu_count()} cores", flush=True
-        )
-        kinds = [args.only] if args.only else ["passthrough", "worker"]
-        rows = [asyncio.run(measure(kind, args, items)) for kind in kinds]
-    finally:
-        if broker:
-            broker.stop()
-    print()
-    print(
-        f"{'':12} {'sustained':>16} {'CPU/event':>10}   latency at {args.rate:.0f} events/s"
-        " (event -> answer)"
+    p.add_argument(
+        "--scale-out", default="", help="worker counts for the scale-out mode, e.g. 1,2,4"
     )
-    for row in rows:
-        print(
-            f"{row['kind']:12} {row['events_per_s']:10.0f} ev/s {row.get('cpu_us', float('nan')):7.0f} us"
-            f"   {summary(row['latency'])}  answered {row['answered']}"
-        )
+    p.add_argument("--scale-partitions", type=int, default=8)
+    p.add_argument("--scale-backlog", type=int, default=20_000)
+    return p
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every phase `args` asks for on `args.bootstrap`; the result's figures."""
+    args.worker_env = dict(kv.split("=", 1) for kv in args.worker_env)
+    args.rates = [float(r) for r in str(args.rates).split(",") if r]
+    args.model_dir = args.model_dir or benchlib.movielens_model()
+    items = json.loads((args.model_dir / "items.json").read_text())[2:]
+    print(f"broker {args.bootstrap}, model {args.model_dir}, {os.cpu_count()} cores", flush=True)
+    kinds = [args.only] if args.only else ["passthrough", "worker"]
+    rows = {kind: asyncio.run(measure(kind, args, items)) for kind in kinds}
+    out: dict[str, Any] = {"model_dir": str(args.model_dir), "backlog": args.backlog}
+    for kind, row in rows.items():
+        out[kind] = {
+            "events_per_s": row["events_per_s"],
+            "cpu_us_per_event": row.get("cpu_us"),
+            "latency": row["latency"],
+        }
+    if len(rows) == 2 and not args.no_throughput:
+        w, p = out["worker"], out["passthrough"]
+        out["ratio_to_passthrough"] = w["events_per_s"] / p["events_per_s"]
+        out["cpu_ratio_to_passthrough"] = w["cpu_us_per_event"] / p["cpu_us_per_event"]
+    if args.scale_out:
+        out["scale_out"] = [
+            asyncio.run(scale_out(args, items, int(n))) for n in args.scale_out.split(",")
+        ]
+    return out
+
+
+def main() -> None:
+    args = parser().parse_args()
+    with benchlib.kafka(args.bootstrap) as bootstrap:
+        args.bootstrap = bootstrap
+        result = run(args)
+    print(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

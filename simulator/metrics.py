@@ -6,6 +6,8 @@ Every series carries `run_id`, so Grafana can pick one run; `source` tells simul
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
 from prometheus_client import Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (
@@ -64,3 +66,44 @@ THRESHOLD_BREACHED = Gauge(
     "1 while a scenario threshold is breached, else 0.",
     ["run_id", "threshold"],
 )
+
+
+class Tally:
+    """Prometheus updates kept as plain numbers on the hot path, moved into their metric
+    children by `publish()` (the simulator's ticker twice a second and at the end of a run,
+    the replayer's publisher likewise).
+
+    `Counter.inc` takes a lock and `Histogram.observe` also walks the buckets: 1-2 µs each,
+    and the simulator made five or six of them per event; here each is a dict update. What a
+    scrape sees is at most one publishing interval old.
+    """
+
+    def __init__(self) -> None:
+        self._counts: dict[Counter, float] = {}
+        self._observed: dict[Histogram, list[float]] = {}
+        """Per histogram child: the count of each bucket, then the sum."""
+
+    def inc(self, counter: Counter, amount: float = 1) -> None:
+        counts = self._counts
+        counts[counter] = counts.get(counter, 0) + amount
+
+    def observe(self, histogram: Histogram, value: float) -> None:
+        bounds = histogram._upper_bounds  # the child's bucket bounds, +Inf last
+        entry = self._observed.get(histogram)
+        if entry is None:
+            entry = self._observed[histogram] = [0.0] * (len(bounds) + 1)
+        entry[bisect_left(bounds, value)] += 1  # observe(): the first bound >= value
+        entry[-1] += value
+
+    def publish(self) -> None:
+        """Add everything tallied since the last call to the Prometheus children."""
+        counts, self._counts = self._counts, {}
+        for counter, amount in counts.items():
+            counter.inc(amount)
+        observed, self._observed = self._observed, {}
+        for histogram, entry in observed.items():
+            # What `observe` does per value, once per bucket (prometheus-client's own fields).
+            histogram._sum.inc(entry[-1])
+            for bucket, n in zip(histogram._buckets, entry[:-1], strict=True):
+                if n:
+                    bucket.inc(n)

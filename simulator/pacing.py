@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 from hdrh.histogram import HdrHistogram
 
+from recloop.simulator.stats import percentile_values, record
+
 SPIN_SECONDS = 0.0005
 """Below this, waiting is done by yielding to the loop instead of a timed sleep, whose
 granularity on Linux is about 1 ms; keeps 1x replay within the 5 ms p99 target."""
@@ -47,7 +49,7 @@ class Pacer:
     def record(self, intended: float) -> float:
         """Record a send happening now for work intended at `intended`; returns the lag."""
         lag = max(0.0, self.clock() - intended)
-        self.lag.record_value(max(1, int(lag * 1e6)))
+        record(self.lag, max(1, int(lag * 1e6)))
         self.sent += 1
         if lag > self.late_threshold:
             self.late += 1
@@ -55,7 +57,9 @@ class Pacer:
 
     def lag_percentile(self, q: float) -> float:
         """The q-th percentile (0-100) of send lag, in seconds."""
-        return self.lag.get_value_at_percentile(q) / 1e6 if self.sent else 0.0
+        if not self.sent:
+            return 0.0
+        return percentile_values(self.lag, [q]).get(q, 0) / 1e6
 
 
 class RunClock:

@@ -42,6 +42,8 @@ class Source:
     timeout_on_give_up: bool
     """A request given up on counts as a timeout. Replayed users have no patience, so this is
     their timeout; simulated users count theirs at their own deadline."""
+    tally: m.Tally
+    """Per-event Prometheus updates, published by `publish()`."""
 
     @classmethod
     def bind(
@@ -69,15 +71,25 @@ class Source:
             latency_intended=m.RECOMMENDATION_LATENCY.labels(basis="intended", **labels),
             latency_actual=m.RECOMMENDATION_LATENCY.labels(basis="actual", **labels),
             timeout_on_give_up=timeout_on_give_up,
+            tally=m.Tally(),
         )
 
     def observe_lag(self, lag: float) -> bool:
-        """Export one send's schedule lag (the pacer has recorded it); True if it left late."""
-        self.lag.observe(lag)
+        """Export one send's schedule lag (the pacer has recorded it; Prometheus gets it at the
+        next `publish()`); True if it left late."""
+        self.tally.observe(self.lag, lag)
         if lag > self.pacer.late_threshold:
-            self.late.inc()
+            self.tally.inc(self.late)
             return True
         return False
+
+    def count_sent(self, event_type: EventType) -> None:
+        """Count one event sent in Prometheus (at the next `publish()`)."""
+        self.tally.inc(self.sent_by_type[event_type])
+
+    def publish(self) -> None:
+        """Move the tallied per-event updates into Prometheus."""
+        self.tally.publish()
 
     def answered(self, t: float, intended: float, actual: float) -> None:
         """An answer `t` s into the run, `intended`/`actual` s after the intended/actual send."""

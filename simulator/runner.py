@@ -49,7 +49,7 @@ from recloop.simulator.requests import Pending, RequestTracker, Source
 from recloop.simulator.scenario import Scenario
 from recloop.simulator.sender import BatchSender
 from recloop.simulator.sessions import REPLAY, SessionEngine
-from recloop.simulator.stats import RunStats
+from recloop.simulator.stats import RunStats, percentile_values
 from recloop.simulator.thresholds import Verdict, evaluate
 
 DRAIN_SECONDS = 3.0
@@ -187,7 +187,7 @@ class Simulation:
         assert self.sender is not None
         self.sender.send(key, encode(event))
         stats.count("events_sent", at(now))
-        source.sent_by_type[event.event_type].inc()
+        source.count_sent(event.event_type)
         self.tracker.sent(event, source, intended, now, row, awaited)
         return now
 
@@ -313,6 +313,7 @@ class Simulation:
             snap = self.snapshot(now, (stats.counts["events_sent"] - last_sent) / (now - last_t))
             last_sent, last_t = stats.counts["events_sent"], now
             self.tracker.in_flight(now)  # prune requests given up on
+            self.publish()
             self.engine.metrics.target_rate.set(snap.target_rate)
             self.engine.metrics.active.set(self.engine.active)
             for v in snap.verdicts:
@@ -323,6 +324,12 @@ class Simulation:
                 self.on_tick(snap)
             if self.scenario.abort_on_breach and not all(v.passed for v in snap.verdicts):
                 self.aborted = True
+
+    def publish(self) -> None:
+        """Move the sources' tallied per-event updates into Prometheus."""
+        self.simulated.publish()
+        if self.replayed is not None:
+            self.replayed.publish()
 
     def snapshot(self, now: float, achieved: float) -> Snapshot:
         stats = self.simulated.stats
@@ -447,6 +454,7 @@ class Simulation:
         # So every request counted is answered or timed out (the rest are in flight).
         self.engine.count_given_up(self.tracker.pending, now)
         self.engine.end_all(now)
+        self.publish()
         stats = self.simulated.stats
         verdicts = evaluate(self.thresholds, stats.figures(), final=True)
         for v in verdicts:
@@ -475,7 +483,7 @@ def last_second_latency(stats: RunStats, i: int) -> dict[str, float | None] | No
     """p50/p90/p99 latency (seconds, from the intended time) of second `i` of the timeline."""
     if not 0 <= i < len(stats.timeline) or not stats.timeline[i].latency.get_total_count():
         return None
-    v = stats.timeline[i].latency.get_percentile_to_value_dict([50, 90, 99])
+    v = percentile_values(stats.timeline[i].latency, [50, 90, 99])
     return {f"p{q}": v[q] / 1e6 for q in (50, 90, 99)}
 
 

@@ -13,15 +13,45 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import struct
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 SendErrorHandler = Callable[[int, BaseException | None], None]
 """Called with the number of messages that failed and why (None: the send was cancelled)."""
+
+
+_WORDS: dict[int, struct.Struct] = {}
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (`org.apache.kafka.common.utils.Utils.murmur2`), the same numbers as
+    aiokafka's pure-Python `murmur2`, reading four bytes at a time: about 3x faster, which
+    matters when every new simulated user's first event hashes its key."""
+    length = len(data)
+    m = 0x5BD1E995
+    h = 0x9747B28C ^ length
+    words = length >> 2
+    unpack = _WORDS.get(words)
+    if unpack is None:
+        unpack = _WORDS[words] = struct.Struct(f"<{words}I")
+    for k in unpack.unpack_from(data):
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> 24
+        h = ((h * m) & 0xFFFFFFFF) ^ ((k * m) & 0xFFFFFFFF)
+    rest, base = length & 3, length & ~3
+    if rest >= 3:
+        h ^= data[base + 2] << 16
+    if rest >= 2:
+        h ^= data[base + 1] << 8
+    if rest >= 1:
+        h = ((h ^ data[base]) * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    return h ^ (h >> 15)
 
 
 class BatchSender:
@@ -50,13 +80,14 @@ class BatchSender:
         self.in_flight: set[asyncio.Future[object]] = set()
 
     def partition(self, key: bytes | None) -> int:
-        """The Java client's partition of `key` (murmur2), cached; unkeyed: round robin."""
+        """The Java client's partition of `key` (murmur2, as aiokafka's `DefaultPartitioner`),
+        cached; unkeyed: round robin."""
         if key is None:
             self._round_robin += 1
             return self.partitions[self._round_robin % len(self.partitions)]
         p = self._partition_of.get(key)
         if p is None:
-            p = DefaultPartitioner()(key, self.partitions, self.partitions)
+            p = self.partitions[(murmur2(key) & 0x7FFFFFFF) % len(self.partitions)]
             self._partition_of[key] = p
         return p
 

@@ -83,9 +83,12 @@ class SessionMetrics:
     active: Gauge
     target_rate: Gauge
     labels: dict[str, str]
+    tally: m.Tally
+    """Where the per-event updates wait for the source's next `publish()`."""
+    ended_by: dict[EndReason, Counter]
 
     @classmethod
-    def bind(cls, run_id: str, source: str) -> SessionMetrics:
+    def bind(cls, run_id: str, source: str, tally: m.Tally) -> SessionMetrics:
         lab = {"run_id": run_id, "source": source}
         return cls(
             started=m.SESSIONS_STARTED.labels(**lab),
@@ -97,11 +100,22 @@ class SessionMetrics:
             active=m.ACTIVE_SESSIONS.labels(**lab),
             target_rate=m.TARGET_RATE.labels(**lab),
             labels=lab,
+            tally=tally,
+            ended_by={},
         )
 
+    def inc(self, counter: Counter, amount: float = 1) -> None:
+        """Count in Prometheus at the source's next publish."""
+        self.tally.inc(counter, amount)
+
     def ended(self, reason: EndReason, depth: int) -> None:
-        m.SESSIONS_ENDED.labels(reason=reason.value, **self.labels).inc()
-        self.depth.observe(depth)
+        child = self.ended_by.get(reason)
+        if child is None:
+            child = self.ended_by[reason] = m.SESSIONS_ENDED.labels(
+                reason=reason.value, **self.labels
+            )
+        self.tally.inc(child)
+        self.tally.observe(self.depth, depth)
 
 
 class SessionEngine:
@@ -144,7 +158,7 @@ class SessionEngine:
         self.returners: list[tuple[float, int]] = []
         self.schedule = Schedule()
         self.active = 0
-        self.metrics = SessionMetrics.bind(run_id, source.name)
+        self.metrics = SessionMetrics.bind(run_id, source.name, source.tally)
 
     # -- scheduling -------------------------------------------------------------------------
 
@@ -221,7 +235,7 @@ class SessionEngine:
         user.start_session(self.run_id)
         self.active += 1
         self.stats.count("sessions_started", self.clock.at(t))
-        self.metrics.started.inc()
+        self.metrics.inc(self.metrics.started)
         self.send(user, t, Outgoing(EventType.SESSION_START, awaits=True))
 
     def send(self, user: SimUser, intended: float, out: Outgoing) -> None:
@@ -254,7 +268,7 @@ class SessionEngine:
         if user.waiting != event_id or not user.active:
             return
         self.stats.count("timeouts", self.clock.at(t))
-        self.metrics.timeouts.inc()
+        self.metrics.inc(self.metrics.timeouts)
         self.send(user, t, Outgoing(EventType.LEAVE))
         self.end_session(user, t, EndReason.ABANDONED)
 
@@ -280,7 +294,7 @@ class SessionEngine:
         for user in self.users:
             if user.active and user.waiting is not None and user.waiting not in in_flight:
                 self.stats.count("timeouts", self.clock.at(now))
-                self.metrics.timeouts.inc()
+                self.metrics.inc(self.metrics.timeouts)
 
     def end_all(self, now: float) -> None:
         """End the sessions still going when the run ends."""
@@ -351,7 +365,7 @@ class SessionEngine:
             user.draws += 1
             known = slates[i][slates[i] >= 0]
             self.stats.count("impressions", t_rel, len(rec.items))
-            self.metrics.impressions.inc(len(rec.items))
+            self.metrics.inc(self.metrics.impressions, len(rec.items))
             if len(known):
                 self.stats.expose(known)
                 self.stats.novelty_sum += float(-np.log2(self.pop.item_popularity[known]).sum())
@@ -385,7 +399,7 @@ class SessionEngine:
             item = int(slate[d.click])
             user.clicks += 1
             self.stats.count("clicks", self.clock.at(now))
-            self.metrics.clicks.inc()
+            self.metrics.inc(self.metrics.clicks)
             click = Outgoing(
                 EventType.CLICK,
                 item=item,
@@ -397,7 +411,7 @@ class SessionEngine:
             if d.buy:
                 user.bought = True
                 self.stats.count("purchases", self.clock.at(now))
-                self.metrics.purchases.inc()
+                self.metrics.inc(self.metrics.purchases)
                 for k, kind in ((0.2, EventType.CART), (0.4, EventType.PURCHASE)):
                     out = Outgoing(kind, item=item, request_id=rec.request_id, position=d.click)
                     push(t + k * think, SEND, user.row, out)

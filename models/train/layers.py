@@ -46,19 +46,29 @@ class TransformerBlock(keras.layers.Layer):
         self.ff2 = keras.layers.Dense(dim)
         self.drop = keras.layers.Dropout(dropout)
 
-    def call(self, x: object, bias: object, training: bool = False) -> object:
-        """`bias` is [B or 1, Lq, Lk] additive (0 allowed, NEG blocked)."""
+    def call(
+        self, x: object, bias: object, training: bool = False, last_only: bool = False
+    ) -> object:
+        """`bias` is [B or 1, Lq, Lk] additive (0 allowed, NEG blocked).
+
+        `last_only`: only the last position's output ([B, 1, d]), computed from every
+        position's keys and values: the same numbers as `call(...)[:, -1:]` for a fraction of
+        the work, because the queries, the attention rows, the projection and the feed-forward
+        of the other positions are skipped (what a recommender's last block needs at serving)."""
         b, n = ops.shape(x)[0], ops.shape(x)[1]
         hd = self.dim // self.heads
         qkv = self.qkv(self.ln1(x))
         qkv = ops.reshape(qkv, (b, n, 3, self.heads, hd))
         qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))  # [3, B, H, L, hd]
         q, k, v = qkv[0], qkv[1], qkv[2]
+        m = n
+        if last_only:
+            q, bias, x, m = q[:, :, -1:, :], bias[:, -1:, :], x[:, -1:, :], 1
         att = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * (hd**-0.5)
         att = ops.softmax(att + ops.expand_dims(bias, 1), axis=-1)
         att = self.drop(att, training=training)
         y = ops.transpose(ops.matmul(att, v), (0, 2, 1, 3))
-        x = x + self.drop(self.out(ops.reshape(y, (b, n, self.dim))), training=training)
+        x = x + self.drop(self.out(ops.reshape(y, (b, m, self.dim))), training=training)
         return x + self.drop(self.ff2(self.ff1(self.ln2(x))), training=training)
 
 

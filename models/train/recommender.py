@@ -42,6 +42,18 @@ class SASRec(keras.Model):
             x = block(x, bias, training=training)
         return self.norm(x)
 
+    def last_hidden(self, seq: object) -> object:
+        """The final hidden state of the last position, [B, d]: `call(seq)[:, -1, :]` with the
+        last block computed for that position only (serving needs nothing else)."""
+        x = self.items(seq) * math.sqrt(self.dim)
+        x = self.positions(x)
+        x = x * ops.expand_dims(ops.cast(seq > 0, "float32"), -1)
+        bias = causal_bias(seq)
+        for block in self.blocks[:-1]:
+            x = block(x, bias)
+        x = self.blocks[-1](x, bias, last_only=True)
+        return self.norm(x)[:, -1, :]
+
     def item_table(self) -> object:
         return self.items.embeddings
 
@@ -54,7 +66,7 @@ class TopK(keras.layers.Layer):
         self.core, self.max_k = core, max_k
 
     def call(self, history: object, exclude: object) -> tuple[object, object]:
-        h = self.core(history)[:, -1, :]
+        h = self.core.last_hidden(history)
         scores = ops.matmul(h, ops.transpose(self.core.item_table()))
         b, n = ops.shape(history)[0], ops.shape(history)[1]
         # Seen items: scatter NEG into their columns (duplicates write the same value).

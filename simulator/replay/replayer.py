@@ -484,7 +484,9 @@ class Replayer:
         return r
 
     def _publish_sent(self) -> None:
-        """Move the per-type send counts into Prometheus (the hot loops only bump a Counter)."""
+        """Move the per-type send counts and the tallied lags into Prometheus (the hot loops
+        only bump a Counter)."""
+        self.source.publish()
         for etype, n in self.result.by_type.items():
             if delta := n - self._published[etype]:
                 self.source.sent_by_type[EventType(etype)].inc(delta)
