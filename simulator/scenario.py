@@ -150,6 +150,10 @@ class PopulationSpec(_Strict):
     world: WorldSpec = WorldSpec()
     model_dir: Path = Path("artifacts/models")
     behaviour: Literal["lstm", "lm"] = "lstm"
+    send_history: bool = True
+    """`source: model`: before a learned user's first session, send the items of their past
+    (the generator's seed history, which the behaviour model reacts from) as `view` events,
+    so the recommender knows the user as a shop knows a returning customer."""
 
 
 class UserSpec(_Strict):

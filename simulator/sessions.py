@@ -232,13 +232,27 @@ class SessionEngine:
             )
         else:
             self.stats.users_seen += 1
+        first = not user.sessions
         user.start_session(self.run_id)
         self.active += 1
         self.stats.count("sessions_started", self.clock.at(t))
         self.metrics.inc(self.metrics.started)
+        if first and self.scenario.population.source == "model":
+            self.send_history(user, t)
         self.send(user, t, Outgoing(EventType.SESSION_START, awaits=True))
 
-    def send(self, user: SimUser, intended: float, out: Outgoing) -> None:
+    def send_history(self, user: SimUser, t: float) -> None:
+        """A learned user's past as `view` events, oldest first, before their first session.
+
+        The behaviour model reacts from the user's seed history; without these events the
+        recommender would answer the same user as a stranger (`population.send_history`)."""
+        if not self.scenario.population.send_history:
+            return
+        for item in list(user.history):
+            self.send(user, t, Outgoing(EventType.VIEW, item=item), remember=False)
+        user.depth = 0  # the past is not part of the session
+
+    def send(self, user: SimUser, intended: float, out: Outgoing, remember: bool = True) -> None:
         """Send one event now, for its intended time; triggers start waiting for an answer."""
         seq = self.clock.next_seq()
         event_id = f"{self.run_id}-{self.shard.index}-{seq}"  # unique across shards
@@ -257,7 +271,7 @@ class SessionEngine:
         )
         self.emit(self.source, user.key, event, intended, user.row, out.awaits)
         user.depth += 1
-        if out.item is not None:
+        if out.item is not None and remember:
             user.remember(out.item)
         if out.kind in TRIGGERS and out.awaits:
             user.waiting = event_id

@@ -106,9 +106,25 @@ def models_used(model_dir: Path, strategy: str) -> dict[str, str]:
     }
 
 
-def name_models(summary: Summary, broker: str, models: dict[str, str]) -> None:
-    """Name the demo's broker and models in the run's summary (so in report.html too)."""
+def users_used(scenario: Scenario, models: dict[str, str]) -> str:
+    """Which simulated users the demo ran: learned ones, or a synthetic world's ground truth."""
+    population = scenario.population
+    if population.source == "model":
+        return (
+            f"learned users: user generator and behaviour model ({population.behaviour}) of "
+            f"model {models['version']}, trained on {models['data_source']}"
+        )
+    w = population.world
+    return (
+        f"synthetic world's users ({w.users} users x {w.items} items, seed {w.seed}), "
+        "reacting through its true click model"
+    )
+
+
+def name_models(summary: Summary, broker: str, models: dict[str, str], users: str) -> None:
+    """Name the demo's broker, models and users in the run's summary (so in report.html too)."""
     summary.broker = broker
+    summary.versions = {**summary.versions, "users": users}
     # The recommender as seen in the answers (strategy, model_version) plus where it came from.
     summary.recommender = {
         **summary.recommender,
@@ -120,7 +136,9 @@ def name_models(summary: Summary, broker: str, models: dict[str, str]) -> None:
 
 
 def demo_scenario(duration: float, rate: float, model_dir: Path) -> Scenario:
-    """A gentle ramp then constant load, with users from the world the models learnt."""
+    """A gentle ramp then constant load. Models trained on a synthetic world get that world's
+    users (its ground truth); models trained on a real log get learned users: drawn from the
+    trained user generator, reacting through the trained behaviour model."""
 
     world = world_of(model_dir)
     population = (
@@ -215,6 +233,8 @@ def run_demo(
             raise DemoError(f"worker not ready: {exc}\n--- worker log ---\n{tail}") from None
         typer.echo(f"worker answering after {waited:.1f}s; simulating for {duration:.0f}s")
         scenario = demo_scenario(duration, rate, model_dir)
+        users = users_used(scenario, models)
+        typer.echo(f"users: {users}")
         run_id = uuid.uuid4().hex[:12]
         out = out or Path("reports") / run_id
         code = run_and_report(
@@ -227,9 +247,9 @@ def run_demo(
             live,
             broker_name=broker_name,
             web=web,
-            amend=lambda summary: name_models(summary, broker_name, models),
+            amend=lambda summary: name_models(summary, broker_name, models, users),
         )
-        typer.echo(f"demo used: broker {broker_name}; {models_line}")
+        typer.echo(f"demo used: broker {broker_name}; {models_line}; {users}")
         return code
     finally:
         if worker is not None:
