@@ -138,6 +138,23 @@ def simulator_rows(b: dict[str, Any]) -> list[Row]:
     ]
 
 
+def reactions_rows(b: dict[str, Any]) -> list[Row]:
+    """`scripts/bench_reactions.py`: learned users' reactions beside world users' (same run)."""
+    learned, world = b["learned_users"], b["world_users"]
+    return [
+        (
+            f"one simulator process, reactions to slates: learned users "
+            f"({b['behaviour'].upper()} behaviour model, {learned['items']:,} items) vs world users",
+            f"**{b['ratio_to_world']:.2f}x** the world users' reactions/s",
+            f"{n(learned['reactions_per_s'])} reactions/s, {learned['us_per_reaction']:.0f} µs each "
+            f"(batches of {b['batch']}); world users {n(world['reactions_per_s'])} reactions/s, "
+            f"{world['us_per_reaction']:.0f} µs",
+            f"≥ {n(b['target_per_s'])} reactions/s: "
+            f"{verdict(learned['reactions_per_s'] >= b['target_per_s'])}",
+        )
+    ]
+
+
 def replay_rows(b: dict[str, Any]) -> list[Row]:
     raw, paced = b["raw_producer"], b["paced_1x"]
     return [
@@ -188,6 +205,7 @@ ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "inference": inference_rows,
     "worker": worker_rows,
     "simulator": simulator_rows,
+    "reactions": reactions_rows,
     "replay": replay_rows,
 }
 

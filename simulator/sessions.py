@@ -159,6 +159,10 @@ class SessionEngine:
         self.schedule = Schedule()
         self.active = 0
         self.metrics = SessionMetrics.bind(run_id, source.name, source.tally)
+        k = min(HIT_K, len(pop.item_ids) - pop.first_item)
+        self.truth = np.zeros((len(self.users), k), np.int64)
+        """Each user's truly best items (hit-rate ground truth), valid while not `stale`."""
+        self.stale = np.ones(len(self.users), bool)
 
     # -- scheduling -------------------------------------------------------------------------
 
@@ -230,6 +234,7 @@ class SessionEngine:
             self.pop.preference[user.row] = drift(
                 self.pop.preference[user.row], self.scenario.user.drift, noise
             )
+            self.stale[user.row] = True
         else:
             self.stats.users_seen += 1
         first = not user.sessions
@@ -374,22 +379,33 @@ class SessionEngine:
             satisfaction=sat,
         )
         t_rel = self.clock.at(now)
-        truth = true_top_k(pref, self.pop.item_vectors, HIT_K, self.pop.first_item)
+        truth = self.true_top(rows)
+        # Hits: how many of each user's truly best items the slate holds (-1 never matches).
+        hits = (truth[:, :, None] == slates[:, None, :]).any(axis=2).sum(axis=1)
+        impressions = sum(len(rec.items) for _, rec in batch)
+        self.stats.count("impressions", t_rel, impressions)
+        self.metrics.inc(self.metrics.impressions, impressions)
+        self.stats.count("judged_slates", t_rel, len(batch))
+        self.stats.count("hits", t_rel, int(hits.sum()))
+        self.stats.count("hit_slates", t_rel, int(np.count_nonzero(hits)))
         for i, ((user, rec), d) in enumerate(zip(batch, decisions, strict=True)):
             user.draws += 1
             known = slates[i][slates[i] >= 0]
-            self.stats.count("impressions", t_rel, len(rec.items))
-            self.metrics.inc(self.metrics.impressions, len(rec.items))
             if len(known):
                 self.stats.expose(known)
                 self.stats.novelty_sum += float(-np.log2(self.pop.item_popularity[known]).sum())
                 user.shown.update(known.tolist())
-            hits = len(np.intersect1d(known, truth[i]))
-            self.stats.count("judged_slates", t_rel)
-            self.stats.count("hits", t_rel, hits)
-            if hits:
-                self.stats.count("hit_slates", t_rel)
             self.schedule_decision(user, rec, d, slates[i], now)
+
+    def true_top(self, rows: np.ndarray) -> np.ndarray:
+        """[B, k] the users' truly best items, computed once per preference (drift renews it)."""
+        stale = np.unique(rows[self.stale[rows]])
+        if len(stale):
+            self.truth[stale] = true_top_k(
+                self.pop.preference[stale], self.pop.item_vectors, HIT_K, self.pop.first_item
+            )
+            self.stale[stale] = False
+        return self.truth[rows]
 
     def schedule_decision(
         self, user: SimUser, rec: Recommendation, d: Decision, slate: np.ndarray, now: float
