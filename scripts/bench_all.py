@@ -98,7 +98,7 @@ def main() -> None:
             "replay": lambda: bench_replay.run(
                 bootstrap,
                 events=int(100_000 * scale),
-                paced_seconds=10.0 * scale,
+                paced_seconds=5.0 * scale,
                 rounds=3 if args.long else 2,
             ),
         }
