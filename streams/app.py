@@ -15,8 +15,9 @@ crashes the worker instead of being acked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any
 
 import faust
@@ -256,6 +257,19 @@ def create_app(settings: Settings) -> faust.App:
         batcher.start()
         consumer = app.consumer
         ledger = consumer.ledger
+        # Under exactly_once a commit waits until the event being processed is in the batcher
+        # and every batch is settled (see `_Consumer.force_commit`); otherwise nothing waits.
+        gate = asyncio.Lock() if cfg.processing_guarantee == "exactly_once" else None
+
+        @contextlib.asynccontextmanager
+        async def quiesced() -> AsyncIterator[None]:
+            assert gate is not None
+            async with gate:
+                await batcher.drain()
+                yield
+
+        if gate is not None:
+            consumer.quiesce = quiesced
         changelog_known = False
         try:
             async for event in events_in.events():
@@ -269,12 +283,18 @@ def create_app(settings: Settings) -> faust.App:
                     # to do but let Faust forget it (the ledger alone decides the commit).
                     if verdict is Verdict.SEEK:
                         metrics.OFFSET_HOLES.inc()
-                        await consumer.seek(msg.tp, ledger.next_offset(msg.tp))
+                        await consumer.seek_back(msg.tp, ledger.next_offset(msg.tp))
                     await events_in.ack(event)
                     continue
-                outcome = await process(event.value)
-                await batcher.add((event, outcome, table.take_sent()))
+                if gate is None:
+                    outcome = await process(event.value)
+                    await batcher.add((event, outcome, table.take_sent()))
+                else:
+                    async with gate:
+                        outcome = await process(event.value)
+                        await batcher.add((event, outcome, table.take_sent()))
         finally:
+            consumer.quiesce = None
             await batcher.stop()
 
     @app.timer(interval=cfg.model_poll_seconds)

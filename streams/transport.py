@@ -13,16 +13,21 @@ agent is fetched again instead of committed unprocessed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import faust
+from aiokafka import TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message, TransportT
 from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
 
 from recloop.streams.offsets import OffsetLedger
+
+log = logging.getLogger("recloop.worker")
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -50,6 +55,10 @@ class _Consumer(faust_aiokafka.Consumer):
         super().__init__(*args, **kwargs)
         self.ledger: OffsetLedger[TP] = OffsetLedger()
         self._read_offset = _ReadOffsetsOff()
+        self.quiesce: Callable[[], AbstractAsyncContextManager[None]] | None = None
+        """Set by the worker under exactly_once: a context in which nothing is being processed
+        and everything processed is settled, so that a transaction commits exactly the
+        records of the offsets it commits."""
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -67,6 +76,22 @@ class _Consumer(faust_aiokafka.Consumer):
             self.ledger.anchor(tp, offset if offset is not None else earliest.get(tp, 0))
         self.ledger.retain(assigned)
 
+    async def seek_back(self, tp: TP, offset: int) -> None:
+        """Fetch `tp` again from `offset`."""
+        # In the consumer's own thread: Faust's `seek` changes the aiokafka consumer from the
+        # main thread, and the wake-up aiokafka sets then is not seen by its fetcher's loop.
+        log.info("fetching %s again from offset %d", tp, offset)
+        await self._thread.seek_wait({tp: offset})
+
+    async def force_commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
+        if self.quiesce is None:
+            return await super().force_commit(topics, start_new_transaction)
+        # A transaction commits every record sent in it, so under exactly_once the records of
+        # events still in flight (beyond the offsets committed with it) must not be in it:
+        # after a SIGKILL those events are processed again and their answers were visible twice.
+        async with self.quiesce():
+            return await super().force_commit(topics, start_new_transaction)
+
     def ack(self, message: Message) -> bool:
         """Mark `message` done for Faust (no commit bookkeeping: the ledger decides)."""
         with ack_lock:
@@ -80,8 +105,10 @@ class _Consumer(faust_aiokafka.Consumer):
 
     def _filter_tps_with_pending_acks(self, topics: Any = None) -> Iterator[TP]:
         assigned = self.assignment()  # a revoked partition is another worker's to commit
+        # aiokafka's own type: under exactly_once the offsets go to send_offsets_to_transaction,
+        # which refuses Faust's equal but distinct TP tuples.
         return (
-            tp
+            TopicPartition(tp.topic, tp.partition)
             for tp in self.ledger.partitions()
             if tp in assigned and (topics is None or tp in topics or tp.topic in topics)
         )

@@ -18,11 +18,11 @@ The dlq run found a rule bug: with no valid event at all the dead-letter ratio h
 denominator (no `recloop_worker_events_total` series), so a worker rejecting everything never
 alerted; the rule now reads 1 then.
 
-It also found a worker bug, not fixed: with six workers starting at once, one dead-lettered
-every event (its producer had never fetched the metadata of the table's changelog topic,
-which Faust partitions without waiting); the dead-letter alert fired for that worker, as it
-should. The fixture creates the changelog topics beforehand so the bug does not mask the
-injected faults.
+It also found a worker bug: with six workers starting at once, one dead-lettered every event
+(its producer had never fetched the metadata of the table's changelog topic, which Faust
+partitions without waiting); the dead-letter alert fired for that worker, as it should. The
+worker now fetches that metadata before its first event, and this test starts its six workers
+with no changelog topic created beforehand, as a user would.
 
 Each alert is checked in Prometheus' own ALERTS series (firing, with the faulty run's labels),
 and the healthy run's labels never appear in any alert expression while every process runs.
@@ -45,7 +45,6 @@ import pytest
 
 from recloop.brokers import free_port
 from recloop.core.settings import Settings, WorkerConfig
-from recloop.core.topics import ensure_topics
 from tests.faults.faultlib import recloop, scrape
 from tests.observability.promlib import Prometheus, rule_queries, write_test_rules
 from tests.support import WorkerProcess, produce, unique_topics
@@ -191,14 +190,6 @@ def stack(kafka, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     runs: dict[str, Run] = {}
     for name, worker in specs.items():
         settings = _settings(kafka.bootstrap, name, tmp, **worker)
-        # The table's changelog topic too: when Faust creates it at start-up, a worker's
-        # producer may never fetch its metadata, and then the worker dead-letters every event
-        # (Faust partitions changelog records without waiting for metadata). Seen with six
-        # workers starting at once; a worker bug of its own, which here would only mask the
-        # fault each run injects. (Fetching the metadata before the first event, commit
-        # 8035f10, fixed it; it was reverted while the SIGKILL test's losses were unexplained.)
-        changelog = f"{settings.worker.app_id}-user-state-changelog"
-        asyncio.run(ensure_topics(settings, extra=[changelog]))
         wp = None if name == "starved" else WorkerProcess(settings)
         sim_port = free_port() if name in (HEALTHY, "slow", "starved") else None
         runs[name] = Run(name, settings, wp, f"al-{name}-{uuid.uuid4().hex[:6]}", sim_port)

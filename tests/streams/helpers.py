@@ -49,9 +49,13 @@ def triggering(events: Iterable[UserEvent], settings: Settings) -> set[str]:
 
 
 async def collect_recommendations(
-    settings: Settings, want: set[str], timeout: float = 90.0
+    settings: Settings,
+    want: set[str],
+    timeout: float = 90.0,
+    isolation_level: str = "read_uncommitted",
 ) -> list[Recommendation]:
-    """Every recommendation on the topic, once all of `want` are answered (or the timeout)."""
+    """Every recommendation on the topic, once all of `want` are answered (or the timeout);
+    `read_committed` sees only what committed transactions wrote."""
     raw = await collect(
         settings.bootstrap,
         settings.topics.recommendations,
@@ -62,13 +66,18 @@ async def collect_recommendations(
     # the end offsets rather than for a fixed time: a slow machine must not turn an answered
     # event into a "lost" one because the reader gave up first.
     await asyncio.sleep(1.0)
-    raw = await read_to_end(settings.bootstrap, settings.topics.recommendations)
+    raw = await read_to_end(settings.bootstrap, settings.topics.recommendations, isolation_level)
     return [decode_recommendation(v) for v in raw]
 
 
-async def read_to_end(bootstrap: str, topic: str, timeout: float = 60.0) -> list[bytes]:
-    """Every value in `topic`, from the beginning up to its end offsets when called."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+async def read_to_end(
+    bootstrap: str, topic: str, isolation_level: str = "read_uncommitted", timeout: float = 60.0
+) -> list[bytes]:
+    """Every value in `topic`, from the beginning up to its end offsets when called (the last
+    stable offset for `read_committed`)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level=isolation_level
+    )
     await consumer.start()
     try:
         parts = [TopicPartition(topic, p) for p in sorted(await _partitions(consumer, topic))]

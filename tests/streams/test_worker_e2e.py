@@ -141,17 +141,12 @@ commit lands, halfway through the answers, and after a commit again (each restar
 redelivers what the previous life had not committed)."""
 
 
-# Open defect: events are still lost across repeated SIGKILLs (streams/README.md, "Delivery
-# guarantees"). Out of `make test` so that CI is not a coin toss; `make test-all` runs them and
-# fails until the defect is fixed. Never loosened: they assert that no event is lost.
-@pytest.mark.known_defect
 async def test_sigkill_mid_stream_recovers_state_and_answers_everything(
     broker, tmp_path: Path
 ) -> None:
     await _sigkill_recovery(broker.bootstrap, tmp_path, "memory")
 
 
-@pytest.mark.known_defect
 async def test_sigkill_recovery_with_the_rocksdb_store(kafka, tmp_path: Path) -> None:
     """The same kills and restarts with state in RocksDB (rocksdict): each restarted worker
     reopens its local store and catches up from the changelog. Kafka only: on Tansu the
@@ -161,7 +156,18 @@ async def test_sigkill_recovery_with_the_rocksdb_store(kafka, tmp_path: Path) ->
     assert any((tmp_path / "worker").rglob("CURRENT")), "no RocksDB files in the data dir"
 
 
-async def _sigkill_recovery(bootstrap: str, tmp_path: Path, store: str) -> None:
+# Open defect (streams/README.md, "Delivery guarantees"): after the restarts, read_committed
+# readers still see answers twice, and some partitions are not fetched for a whole life.
+@pytest.mark.known_defect
+async def test_sigkill_under_exactly_once_shows_each_answer_once(kafka, tmp_path: Path) -> None:
+    """The same kills under processing_guarantee=exactly_once (Kafka transactions; Tansu has
+    none): a read_committed reader sees every triggering event answered exactly once."""
+    await _sigkill_recovery(kafka.bootstrap, tmp_path, "memory", "exactly_once")
+
+
+async def _sigkill_recovery(
+    bootstrap: str, tmp_path: Path, store: str, guarantee: str = "at_least_once"
+) -> None:
     """SIGKILL the worker at several points of a stream, then check nothing was lost: every
     triggering event answered (same request id if answered twice) and every user's state in
     the changelog counting each event once. Commits every 0.1 s, slow batches (injected delay)
@@ -173,6 +179,7 @@ async def _sigkill_recovery(bootstrap: str, tmp_path: Path, store: str) -> None:
         tmp_path,
         f"kill-{store}",
         store=store,
+        processing_guarantee=guarantee,
         inject_delay_seconds=0.02,
         batch_size=16,
         commit_interval_seconds=0.1,
@@ -213,10 +220,15 @@ async def _sigkill_recovery(bootstrap: str, tmp_path: Path, store: str) -> None:
                 kills.append(f"{point}: {await watcher.committed()}")
 
         worker = Worker(settings).start()
-        recs = await collect_recommendations(settings, want, timeout=90)
+        exactly_once = guarantee == "exactly_once"
+        isolation = "read_committed" if exactly_once else "read_uncommitted"
+        recs = await collect_recommendations(settings, want, 90, isolation)
         answered_ids = {r.event_id for r in recs}
         lost = sorted(want - answered_ids)
         assert not lost, f"lost {len(lost)}: {lost[:8]}\nkills: {kills}\n{worker.log()[-3000:]}"
+        if exactly_once:
+            twice = duplicates(recs)
+            assert not twice, f"read_committed saw {len(twice)} answered twice: {kills}"
         # Redelivered events keep their request id; anything answered twice is identical.
         by_event: dict[str, set[str]] = {}
         for rec in recs:
