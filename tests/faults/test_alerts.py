@@ -45,6 +45,7 @@ import pytest
 
 from recloop.brokers import free_port
 from recloop.core.settings import Settings, WorkerConfig
+from recloop.core.topics import ensure_topics
 from tests.faults.faultlib import recloop, scrape
 from tests.observability.promlib import Prometheus, rule_queries, write_test_rules
 from tests.support import WorkerProcess, produce, unique_topics
@@ -190,6 +191,9 @@ def stack(kafka, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     runs: dict[str, Run] = {}
     for name, worker in specs.items():
         settings = _settings(kafka.bootstrap, name, tmp, **worker)
+        # The contract's topics (the starved run has no worker to create them); not the
+        # table's changelog topic, which each worker creates at start-up.
+        asyncio.run(ensure_topics(settings))
         wp = None if name == "starved" else WorkerProcess(settings)
         sim_port = free_port() if name in (HEALTHY, "slow", "starved") else None
         runs[name] = Run(name, settings, wp, f"al-{name}-{uuid.uuid4().hex[:6]}", sim_port)
