@@ -69,6 +69,8 @@ def worker(
             "set RECLOOP_WORKER__DATA_DIR to a writable directory"
         ) from None
     _prepare_topics(settings)
+    if settings.worker.store == "rocksdb":
+        _refuse_rocksdb_on_tansu(settings)
     # Importing the app loads the settings and the strategy: a ConfigError or StrategyError here
     # ends as one line and exit 2 through the CLI's error handler.
     from faust.worker import Worker
@@ -103,4 +105,29 @@ def _prepare_topics(settings: Settings) -> None:
         raise TopicError(
             f"{what} exist on {settings.bootstrap} and topic creation is off "
             "(--no-create-topics); create them with `recloop topics create`"
+        )
+
+
+def _refuse_rocksdb_on_tansu(settings: Settings) -> None:
+    """Stop before Faust does, with the reason: RocksDB recovery cannot work on Tansu.
+
+    Tansu (0.6, and its main branch in July 2026) answers ListOffsets(latest) with the first
+    offset of the partition's last record batch + 1, below the real end when that batch holds
+    several records. Faust compares the changelog offset RocksDB persisted with that "high
+    watermark" at every restart and stops with ConsistencyError.
+    """
+    from recloop.brokers import cluster_kind
+    from recloop.core.settings import ConfigError
+
+    loop = asyncio.new_event_loop()
+    try:
+        kind = loop.run_until_complete(cluster_kind(settings.kafka_kwargs()))
+    finally:
+        loop.close()
+    if kind == "tansu":
+        raise ConfigError(
+            f"worker.store=rocksdb does not work on the embedded Tansu broker at "
+            f"{settings.bootstrap}: Tansu reports a partition's end offset below its last "
+            "records, and Faust's RocksDB recovery then stops at the first restart; use "
+            "worker.store=memory on Tansu, or Apache Kafka (`recloop broker --kind kafka`)"
         )
