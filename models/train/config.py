@@ -47,6 +47,11 @@ class BehaviourConfig:
     lm_weight: float = 0.5
     lm_positions: int = 8
     """History positions whose next item the LM loss predicts (the most recent ones)."""
+    init_from_cooccurrence: bool = True
+    """Start item embeddings from the PPMI co-occurrence SVD, as the recommender does. On
+    MovieLens (sampled impressions) it raised held-out click AUC of the LSTM from 0.658 to
+    0.674 at 2 epochs / 15,000 examples and to 0.761 at 3 / 25,000, and made the simulated
+    users click the transformer's slates more than most-popular's (models/README.md)."""
 
 
 @dataclass(slots=True)

@@ -154,7 +154,13 @@ def train_all(
     PopularityRates.fit(prep.behaviour_train, n_items).save(tmp / "behaviour_popularity.npz")
     for kind in ("lstm", "lm"):
         tb = beh.train_behaviour(
-            prep.behaviour_train, n_items, max_len, config.behaviour, kind, config.seed
+            prep.behaviour_train,
+            n_items,
+            max_len,
+            config.behaviour,
+            kind,
+            config.seed,
+            sequences=split.train,
         )
         seconds[f"behaviour_{kind}"] = tb.seconds
         keep[f"behaviour_{kind}"] = beh.inference_model(tb.model, kind)

@@ -35,9 +35,11 @@ class Trained:
 
 @pytest.fixture(scope="session")
 def movielens_models(tmp_path_factory: pytest.TempPathFactory, movielens_dir: Path) -> Trained:
-    """All models trained on MovieLens: the full recommender config (the quality claim is about
-    it), behaviour models with fewer examples and epochs (their quality is asserted on the
-    synthetic world)."""
+    """All models trained on MovieLens with the full (default) config: the quality claims, the
+    fidelity report and the learned users' closed loop are about the models `recloop train`
+    makes. (Behaviour models trained for 2 epochs on 15,000 examples, as this fixture did
+    before, stay near item popularity: click AUC 0.66, and simulated users who click
+    most-popular slates more than the transformer's.)"""
     _require_training_extra()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from recloop.models.data.loaders import load
@@ -45,8 +47,6 @@ def movielens_models(tmp_path_factory: pytest.TempPathFactory, movielens_dir: Pa
     from recloop.models.train.pipeline import prepare, train_all
 
     config = TrainConfig.preset_named("full")
-    config.behaviour.epochs = 2
-    config.behaviour.max_examples = 15_000
     keep: dict = {}
     out = tmp_path_factory.mktemp("ml") / "models"
     log = load(f"movielens:{movielens_dir}")
