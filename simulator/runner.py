@@ -267,9 +267,11 @@ class Simulation:
             now = time.monotonic()
             if now >= end:
                 return
-            if until_idle and now >= next_idle_check:
+            if now >= next_idle_check:
+                # Prune requests given up on a few at a time, rather than all of the ticker's
+                # half second at once (a stall of the schedule at thousands of requests/s).
                 next_idle_check = now + 0.05
-                if not self.tracker.in_flight(now):
+                if not self.tracker.in_flight(now) and until_idle:
                     return
             while heap and heap[0][0] <= now:
                 t, _, kind, row, arg = schedule.pop()
