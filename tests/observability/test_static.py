@@ -20,7 +20,7 @@ from pydantic import BaseModel
 import recloop.simulator.metrics
 import recloop.streams.metrics  # noqa: F401 - registers the worker's metrics
 from recloop.cli import app as cli_app
-from recloop.core.settings import Settings, Topics
+from recloop.core.settings import Settings
 from tests.observability.promlib import (
     COMPOSE_FILE,
     DASHBOARD_DIR,
@@ -226,14 +226,16 @@ def test_compose_kafka_is_kraft_single_node_with_topic_init(compose: dict[str, A
     assert "ZOOKEEPER" not in " ".join(env)
     assert "kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"]
     init = services["topic-init"]
-    script = init["command"][0]
-    defaults = Topics()
-    for topic in (defaults.events, defaults.recommendations, defaults.dead_letters):
-        assert topic in script, f"topic-init does not create {topic}"
-    created = set(re.search(r"for topic in ([^;]+);", script)[1].split())
-    assert created == {defaults.events, defaults.recommendations, defaults.dead_letters}, (
-        "topic-init creates a topic the application does not use"
+    # The app's own command, on the app's image: topic names and partitions come from the
+    # settings (all three contract topics by default), not from a list kept here.
+    assert init["image"] == services["worker"]["image"]
+    assert init["command"] == ["topics", "create"]
+    assert init["environment"]["RECLOOP_BOOTSTRAP"] == "kafka:9092"
+    assert (
+        init["environment"]["RECLOOP_TOPICS__PARTITIONS"]
+        == services["worker"]["environment"]["RECLOOP_TOPICS__PARTITIONS"]
     )
+    assert init["depends_on"]["kafka"]["condition"] == "service_healthy"
     for name in ("worker", "simulator"):
         assert services[name]["depends_on"]["topic-init"]["condition"] == (
             "service_completed_successfully"
