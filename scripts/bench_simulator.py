@@ -94,6 +94,8 @@ def run(
     raw = asyncio.run(benchlib.raw_producer(settings, session_starts(raw_messages)))
     print(f"raw aiokafka producer: {raw['events_per_s']:,.0f} events/s", flush=True)
     ladder, best = [], None
+    # Every rate is tried (a loaded machine can fail a low rate and pass a higher one); the
+    # figure is the highest rate sustained, and the CPU per event of each rate is kept.
     for rate in (float(r) for r in rates.split(",")):
         row = asyncio.run(simulated(settings, rate, seconds))
         row["sustained"] = row["lag_p99_ms"] < LAG_P99_LIMIT * 1000 and (
@@ -106,9 +108,8 @@ def run(
             f"{'sustained' if row['sustained'] else 'NOT sustained'}",
             flush=True,
         )
-        if not row["sustained"]:
-            break
-        best = row
+        if row["sustained"]:
+            best = row
     sustained = best["events_per_s"] if best else 0.0
     return {
         "seconds_per_rate": seconds,

@@ -119,7 +119,8 @@ def simulator_rows(b: dict[str, Any]) -> list[Row]:
     best = max(
         (r for r in b["ladder"] if r["sustained"]), key=lambda r: r["target_per_s"], default=None
     )
-    failed = next((r for r in b["ladder"] if not r["sustained"]), None)
+    above = [r for r in b["ladder"] if not r["sustained"]]
+    failed = next((r for r in above if not best or r["target_per_s"] > best["target_per_s"]), None)
     lag = f"lag p99 {best['lag_p99_ms']:.1f} ms" if best else "none sustained"
     beyond = (
         f"; {n(failed['target_per_s'])}/s gave lag p99 {failed['lag_p99_ms']:.1f} ms"
@@ -266,10 +267,10 @@ def capacity(results: Path = RESULTS) -> str:
         lines.append(
             f"* **Simulator**: one process sustained {n(sim['max_sustained_per_s'])} events/s "
             f"with schedule lag p99 < 5 ms; at {n(top['target_per_s'])} events/s it spent "
-            f"{top['cpu_us_per_event']:.0f} µs CPU per event (about "
-            f"{n(1e6 / top['cpu_us_per_event'])} events/s per core of CPU, less at lower rates, "
-            f"where the scheduler spins between events less than 0.5 ms apart; on this shared "
-            f"machine the lag limit comes first) (`{file}`)."
+            f"{top['cpu_us_per_event']:.0f} µs CPU per event, i.e. about "
+            f"{n(1e6 / top['cpu_us_per_event'])} events/s per core of CPU (at lower rates CPU per "
+            f"event is higher: the scheduler spins when the next event is less than 0.5 ms "
+            f"away; on this shared machine the lag limit comes first) (`{file}`)."
         )
     if "kafka_perf" in found:
         file, result = found["kafka_perf"]
