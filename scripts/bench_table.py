@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -280,8 +281,25 @@ def capacity(results: Path = RESULTS) -> str:
             f"{n(k['producer']['events_per_s'])} events/s produced and "
             f"{n(k['consumer']['events_per_s'])} consumed by Kafka's own perf tools (`{file}`)."
         )
+    lines.extend(example(found, 10_000))
     lines.append(CAP_END)
     return "\n".join(lines)
+
+
+def example(found: dict[str, tuple[str, dict[str, Any]]], rate: int) -> list[str]:
+    """The capacity model applied to `rate` events/s with these results' figures."""
+    if not {"worker", "simulator", "kafka_perf"} <= found.keys():
+        return []
+    worker = found["worker"][1]["benchmarks"]["worker"]["worker"]["cpu_us_per_event"]
+    sim = found["simulator"][1]["benchmarks"]["simulator"]["max_sustained_per_s"]
+    ceiling = found["kafka_perf"][1]["benchmarks"]["kafka_perf"]["producer"]["events_per_s"]
+    workers = math.ceil(rate / (1e6 / worker * 0.7))
+    sims = f"{math.ceil(rate / sim)} simulator process(es)" if sim else "simulators: not measured"
+    return [
+        f"* **Example, {n(rate)} events/s**: {workers} workers on cores of their own, "
+        f"{workers}-{2 * workers} partitions, {sims}; the events and the recommendations "
+        f"(~half as many) are {(1.5 * rate) / ceiling:.0%} of one such broker's produce ceiling."
+    ]
 
 
 def replace_block(text: str, block: str, start: str = START, end: str = END) -> str:
