@@ -27,7 +27,7 @@ test: install kafka-jars ## the default test suite (real brokers, no slow or ben
 test-all: install kafka-jars
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-bench: install kafka-jars ## every benchmark beside its same-run baseline on Apache Kafka (~10 min)
+bench: install kafka-jars ## every benchmark beside its same-run baseline on Apache Kafka (~5 min)
 	$(BIN)/python scripts/bench_all.py $(BENCH_ARGS)  # JSON in benchmarks/results/; README table
 
 lint: install

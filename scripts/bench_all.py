@@ -1,8 +1,9 @@
 """`make bench`: every benchmark beside its same-run baseline, on one Apache Kafka, into one
 JSON file under benchmarks/results/.
 
-    .venv/bin/python scripts/bench_all.py                 # ~8-10 min on 2 cores
-    .venv/bin/python scripts/bench_all.py --long          # longer phases, ~20 min
+    .venv/bin/python scripts/bench_all.py                 # ~5 min on 2 cores
+    .venv/bin/python scripts/bench_all.py --long          # longer phases, ~10 min
+    .venv/bin/python scripts/bench_all.py --quick --out /tmp/b  # a smoke test, ~2 min
     .venv/bin/python scripts/bench_all.py --only inference,simulator --bootstrap 127.0.0.1:9092
 
 In order: Apache Kafka's own `kafka-producer-perf-test` / `kafka-consumer-perf-test` (the
