@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import faust
@@ -26,9 +26,7 @@ from prometheus_client import start_http_server
 
 from recloop.core.contract import (
     ContractError,
-    DeadLetter,
     DeadLetterReason,
-    Recommendation,
     encode,
 )
 from recloop.core.settings import ConfigError, Settings, load_settings
@@ -40,6 +38,9 @@ from recloop.streams.strategies import ModelStrategy, ModelWatcher, build_strate
 from recloop.streams.transport import WorkerApp
 
 log = logging.getLogger("recloop.worker")
+
+Send = Callable[[str, bytes, bytes, int], Awaitable[Awaitable[object]]]
+"""Sends (topic, key, value) for an event of the given events partition; returns its ack."""
 
 Item = tuple[EventT, Pending | Rejected | None, list[FutureMessage]]
 """One event in a batch: the event, what the processor made of it, its changelog records."""
@@ -169,38 +170,55 @@ def create_app(settings: Settings) -> faust.App:
     recommendations_topic = recommendations.get_topic_name()
     dead_letters_topic = dead_letters.get_topic_name()
 
-    async def emit(recs: list[Recommendation]) -> list[Awaitable[object]]:
-        """Hand recommendations to the producer; returns their delivery futures."""
-        # Straight to Faust's producer (the transaction manager under exactly_once): the same
-        # record and partitioning as `Topic.send`, without its per-message future, sensor and
-        # logging bookkeeping (~40 us per recommendation in the profile).
-        producer = await app.maybe_start_producer()
-        send = producer.send
-        sent: list[Awaitable[object]] = []
-        for rec in recs:
-            record_emitted(rec)
-            sent.append(
-                await send(
-                    recommendations_topic, rec.user_id.encode(), encode(rec), None, None, None
-                )
-            )
-        return sent
+    events_topic = events.get_topic_name()
+    exactly_once = cfg.processing_guarantee == "exactly_once"
 
-    async def dead_letter(letter: DeadLetter) -> Awaitable[object]:
-        record_dead_letter(letter)
-        producer = await app.maybe_start_producer()
-        return await producer.send(dead_letters_topic, letter.key, encode(letter), None, None, None)
+    async def sender() -> Send:
+        """A function sending one record for an event of a given events partition, returning
+        its delivery future; taken once per batch."""
+        if not exactly_once:
+            # Straight to Faust's producer: the same record and partitioning as `Topic.send`,
+            # without its per-message future, sensor and logging bookkeeping (~40 us per
+            # recommendation in the profile).
+            producer = await app.maybe_start_producer()
+
+            async def send(topic: str, key: bytes, value: bytes, source: int) -> Awaitable[object]:
+                return await producer.send(topic, key, value, None, None, None)
+
+            return send
+        # Under exactly_once a record goes into the transaction of the events partition it
+        # answers, the one that commits that partition's offsets: answer and offset become
+        # visible together. Faust's TransactionManager picks the transaction of the record's
+        # destination partition, from the consumer's metadata, which has no partitions for a
+        # topic the worker does not read: our answers went out in no transaction at all,
+        # visible at once, and a restart showed them twice to read_committed readers.
+        producer = app.producer
+        group = app.assignor.group_for_topic(events_topic)
+
+        async def send_in_transaction(
+            topic: str, key: bytes, value: bytes, source: int
+        ) -> Awaitable[object]:
+            tid = f"{app.conf.id}-{group}-{source}"
+            return await producer.send(topic, key, value, None, None, None, transactional_id=tid)
+
+        return send_in_transaction
 
     async def answer_batch(batch: Sequence[Item]) -> list[Awaitable[object]]:
         """Score one batch and hand its recommendations and dead letters to the producer;
         returns their delivery futures."""
+        send = await sender()
         sent: list[Awaitable[object]] = []
         pending: list[Pending] = []
-        for _, item, _ in batch:
+        sources: list[int] = []  # the events partition of each pending request
+        for event, item, _ in batch:
             if isinstance(item, Pending):
                 pending.append(item)
+                sources.append(event.message.partition)
             elif isinstance(item, Rejected):
-                sent.append(await dead_letter(item.letter))
+                record_dead_letter(item.letter)
+                letter = item.letter
+                source = event.message.partition
+                sent.append(await send(dead_letters_topic, letter.key, encode(letter), source))
         if pending:
             try:
                 # In a thread: onnxruntime and numpy release the GIL, so the loop keeps
@@ -208,10 +226,14 @@ def create_app(settings: Settings) -> faust.App:
                 recs = await asyncio.to_thread(pipeline.answer, pending)
             except Exception as exc:  # any strategy bug: dead-letter the batch, keep going
                 log.exception("inference failed for a batch of %d", len(pending))
-                for letter in pipeline.failed(pending, exc):
-                    sent.append(await dead_letter(letter))
+                for letter, source in zip(pipeline.failed(pending, exc), sources, strict=True):
+                    record_dead_letter(letter)
+                    sent.append(await send(dead_letters_topic, letter.key, encode(letter), source))
             else:
-                sent.extend(await emit(recs))
+                for rec, source in zip(recs, sources, strict=True):
+                    record_emitted(rec)
+                    key = rec.user_id.encode()
+                    sent.append(await send(recommendations_topic, key, encode(rec), source))
         return sent
 
     @app.agent(events)

@@ -72,9 +72,18 @@ class _Consumer(faust_aiokafka.Consumer):
         # beginning (auto_offset_reset=earliest), which is not always offset 0.
         missing = [tp for tp, offset in committed.items() if offset is None]
         earliest = await self.earliest_offsets(*missing) if missing else {}
-        for tp, offset in committed.items():
-            self.ledger.anchor(tp, offset if offset is not None else earliest.get(tp, 0))
+        anchors = {
+            tp: offset if offset is not None else earliest.get(tp, 0)
+            for tp, offset in committed.items()
+        }
+        for tp, offset in anchors.items():
+            self.ledger.anchor(tp, offset)
         self.ledger.retain(assigned)
+        # Faust seeks only partitions with a committed offset above 0, and it fetched while it
+        # restored the table: records already delivered then (and skipped, unanchored) would
+        # wait for a later record to reveal the hole, forever if none comes. Fetch them again.
+        if anchors:
+            await self._thread.seek_wait(anchors)
 
     async def seek_back(self, tp: TP, offset: int) -> None:
         """Fetch `tp` again from `offset`."""

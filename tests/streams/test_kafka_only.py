@@ -67,8 +67,7 @@ async def test_two_workers_share_partitions_and_answer_each_event_once(
 
 
 async def test_exactly_once_mode_answers_every_event_once(kafka, tmp_path: Path) -> None:
-    # Known gap (see streams/README.md): after a SIGKILL in this mode, read_committed readers
-    # still saw re-answered events, so only the clean run is asserted here.
+    # The clean run; SIGKILLs in this mode: test_worker_e2e.py::test_sigkill_under_exactly_once.
     settings = worker_settings(
         kafka.bootstrap, tmp_path, "eos", processing_guarantee="exactly_once"
     )

@@ -156,9 +156,6 @@ async def test_sigkill_recovery_with_the_rocksdb_store(kafka, tmp_path: Path) ->
     assert any((tmp_path / "worker").rglob("CURRENT")), "no RocksDB files in the data dir"
 
 
-# Open defect (streams/README.md, "Delivery guarantees"): after the restarts, read_committed
-# readers still see answers twice, and some partitions are not fetched for a whole life.
-@pytest.mark.known_defect
 async def test_sigkill_under_exactly_once_shows_each_answer_once(kafka, tmp_path: Path) -> None:
     """The same kills under processing_guarantee=exactly_once (Kafka transactions; Tansu has
     none): a read_committed reader sees every triggering event answered exactly once."""
