@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import faust
-from faust.types import EventT, FutureMessage
+from faust.types import EventT
 from prometheus_client import start_http_server
 
 from recloop.core.contract import (
@@ -32,6 +32,7 @@ from recloop.core.contract import (
 from recloop.core.settings import ConfigError, Settings, load_settings
 from recloop.streams import metrics
 from recloop.streams.batcher import Batcher
+from recloop.streams.changelog import CoalescingTable, Write
 from recloop.streams.offsets import Verdict
 from recloop.streams.pipeline import Pending, Pipeline, Rejected, record_dead_letter, record_emitted
 from recloop.streams.strategies import ModelStrategy, ModelWatcher, build_strategy
@@ -42,8 +43,8 @@ log = logging.getLogger("recloop.worker")
 Send = Callable[[str, bytes, bytes, int], Awaitable[Awaitable[object]]]
 """Sends (topic, key, value) for an event of the given events partition; returns its ack."""
 
-Item = tuple[EventT, Pending | Rejected | None, list[FutureMessage]]
-"""One event in a batch: the event, what the processor made of it, its changelog records."""
+Item = tuple[EventT, Pending | Rejected | None, list[Write]]
+"""One event in a batch: the event, what the processor made of it, its table writes."""
 
 
 def faust_credentials(settings: Settings) -> Any:
@@ -57,28 +58,6 @@ def faust_credentials(settings: Settings) -> Any:
             ssl_context=sec.ssl_context(),
         )
     return sec.ssl_context()
-
-
-class DeliveryTrackingTable(faust.Table):
-    """Faust's table, keeping each changelog record it sends until the worker takes it.
-
-    Faust queues changelog records in its producer buffer, and the flush it runs before a
-    commit gives up after 0.1 s without progress, so a committed event's state update could
-    still be in the process when it dies. The worker waits for these records instead."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._sent: list[FutureMessage] = []
-
-    def send_changelog(self, *args: Any, **kwargs: Any) -> FutureMessage:
-        fut = super().send_changelog(*args, **kwargs)
-        self._sent.append(fut)
-        return fut
-
-    def take_sent(self) -> list[FutureMessage]:
-        """The changelog records sent since the last call (resolved once the broker has them)."""
-        sent, self._sent = self._sent, []
-        return sent
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -111,6 +90,7 @@ def create_app(settings: Settings) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
         producer_linger=cfg.producer_linger_seconds,
+        stream_buffer_maxsize=cfg.stream_buffer_maxsize,
     )
     topics = settings.topics
     events = app.topic(topics.events, key_type=bytes, value_type=bytes)
@@ -119,7 +99,7 @@ def create_app(settings: Settings) -> faust.App:
     # use_partitioner: changelog records go to the partition of their key (the user id), which
     # is the events partition too, so recovery puts each user's state where its events are.
     table = app.tables.add(
-        DeliveryTrackingTable(
+        faust.Table(
             app,
             name="user-state",
             default=None,
@@ -130,9 +110,11 @@ def create_app(settings: Settings) -> faust.App:
             use_partitioner=True,
         )
     )
-    assert isinstance(table, DeliveryTrackingTable)
+    # The pipeline writes the table's store directly; the changelog gets one record per user
+    # per batch (streams/changelog.py), sent with the batch's answers.
+    state = CoalescingTable(table)
     strategy = build_strategy(cfg.strategy, cfg.model_dir, cfg.inference_threads)
-    pipeline = Pipeline(cfg, strategy, table, settings.max_message_bytes)
+    pipeline = Pipeline(cfg, strategy, state, settings.max_message_bytes)
     watcher = (
         ModelWatcher(strategy.name, cfg.model_dir, strategy.card_version, cfg.inference_threads)
         if isinstance(strategy, ModelStrategy)
@@ -141,6 +123,9 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.task
     async def _start() -> None:
+        # Faust's Monitor sensor keeps statistics for Faust's web views (off here) in four
+        # calls per event; the worker's own figures are its Prometheus metrics.
+        app.sensors.remove(app.monitor)
         metrics.MODEL_INFO.labels(strategy.name, strategy.version).set(1)
         if cfg.metrics_port:
             start_http_server(cfg.metrics_port, addr="0.0.0.0")
@@ -245,8 +230,8 @@ def create_app(settings: Settings) -> faust.App:
 
         async def handle(batch: list[Item]) -> Awaitable[object]:
             sent = await answer_batch(batch)
-            for _, _, changelog in batch:
-                sent.extend(changelog)
+            producer = await app.maybe_start_producer()
+            sent.extend(await state.send_batch(producer, (w for _, _, ws in batch for w in ws)))
             # Completes once the broker has acknowledged every record; the first failed
             # delivery raises (and crashes the worker) instead of letting the batch be acked.
             return asyncio.gather(*sent)
@@ -310,11 +295,11 @@ def create_app(settings: Settings) -> faust.App:
                     continue
                 if gate is None:
                     outcome = await process(event.value)
-                    await batcher.add((event, outcome, table.take_sent()))
+                    await batcher.add((event, outcome, state.take_writes()))
                 else:
                     async with gate:
                         outcome = await process(event.value)
-                        await batcher.add((event, outcome, table.take_sent()))
+                        await batcher.add((event, outcome, state.take_writes()))
         finally:
             consumer.quiesce = None
             await batcher.stop()

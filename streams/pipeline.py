@@ -8,6 +8,7 @@ pending request, off the event loop, then the recommendations.
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import Callable, MutableMapping
@@ -168,9 +169,21 @@ class Pipeline:
         ]
 
 
+_URL_NAMESPACE = uuid.NAMESPACE_URL.bytes
+
+
 def _request_id(event: UserEvent) -> str:
-    """Deterministic request id per event, so a redelivered event gets the same id."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"recloop:{event.user_id}:{event.event_id}"))
+    """Deterministic request id per event, so a redelivered event gets the same id.
+
+    `uuid.uuid5(NAMESPACE_URL, "recloop:<user>:<event>")`, computed without the `UUID` object
+    (a third of the per-event cost of `on_event` in the profile); `test_request_id_is_uuid5`
+    checks that the two agree."""
+    name = f"recloop:{event.user_id}:{event.event_id}".encode()
+    digest = bytearray(hashlib.sha1(_URL_NAMESPACE + name, usedforsecurity=False).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def record_emitted(rec: Recommendation) -> None:

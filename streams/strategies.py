@@ -128,17 +128,17 @@ class ModelStrategy:
         indices, scores = self._model.recommend(
             batch, max(1, min(k, self._max_k)), exclude_seen=exclude_seen
         )
-        out: list[ScoredSlate] = []
-        for row_ids, row_scores in zip(indices, scores, strict=True):
-            names = self._vocab.decode(row_ids)
-            out.append(
-                [
-                    (n, float(s))
-                    for i, n, s in zip(row_ids, names, row_scores, strict=True)
-                    if i > _RESERVED_MAX and np.isfinite(s)
-                ]
+        # One decode, one mask and one `tolist` for the whole batch: per item, numpy scalars
+        # (`np.isfinite(s)`, `float(s)`) cost more than the rest of the answer.
+        indices, scores = np.asarray(indices), np.asarray(scores)
+        keep = ((indices > _RESERVED_MAX) & np.isfinite(scores)).tolist()
+        names = np.asarray(self._vocab.decode(indices), dtype=object).reshape(indices.shape)
+        return [
+            [(n, s) for n, s, k in zip(row_names, row_scores, row_keep, strict=True) if k]
+            for row_names, row_scores, row_keep in zip(
+                names.tolist(), scores.astype(float).tolist(), keep, strict=True
             )
-        return out
+        ]
 
 
 _RESERVED_MAX = 1

@@ -151,6 +151,11 @@ class WorkerConfig(BaseModel):
     inference_threads: int = Field(1, ge=1, le=256)
     """onnxruntime intra-op threads. More than one adds pool threads that spin-wait between
     runs and compete with the event loop for the CPU; batches are small, so 1 is faster."""
+    stream_buffer_maxsize: int = Field(4096, ge=1, le=1_000_000)
+    """Events Faust holds in the process between the fetch and the agent (its
+    `stream_buffer_maxsize`; fetching pauses at 80% and resumes at 40%). Under overload
+    that many events wait inside the worker: at the default 4,096 and 1,000 events/s that
+    is seconds of latency."""
     producer_linger_seconds: float = Field(0.005, ge=0.0, le=1.0)
     """How long the producer waits to fill a batch. 0 (Faust's default) sends one produce
     request per loop turn, which under load means one syscall per handful of records."""

@@ -130,8 +130,9 @@ class CommitWatcher:
         return {tp.partition: (await self.consumer.committed(tp)) or 0 for tp in self.parts}
 
 
-async def read_changelog(settings: Settings) -> dict[str, UserState]:
-    """The latest state per user from the worker's table changelog topic."""
+async def changelog_records(settings: Settings) -> list[tuple[bytes | None, bytes | None]]:
+    """Every (key, value) record of the worker's table changelog topic, each partition's
+    in offset order."""
     topic = f"{settings.worker.app_id}-user-state-changelog"
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap,
@@ -144,20 +145,27 @@ async def read_changelog(settings: Settings) -> dict[str, UserState]:
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         end = await consumer.end_offsets(parts)
-        latest: dict[str, UserState] = {}
+        records: list[tuple[bytes | None, bytes | None]] = []
         deadline = time.monotonic() + 30
 
         async def behind() -> bool:
             return any([await consumer.position(tp) < end[tp] for tp in parts])
 
         while time.monotonic() < deadline and await behind():
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                for r in records:
-                    if r.key is not None and r.value is not None:
-                        latest[r.key.decode()] = decode_state(r.value)
-        return latest
+            for batch in (await consumer.getmany(timeout_ms=500)).values():
+                records.extend((r.key, r.value) for r in batch)
+        return records
     finally:
         await consumer.stop()
+
+
+async def read_changelog(settings: Settings) -> dict[str, UserState]:
+    """The latest state per user from the worker's table changelog topic."""
+    return {
+        key.decode(): decode_state(value)
+        for key, value in await changelog_records(settings)
+        if key is not None and value is not None
+    }
 
 
 def metric(port: int, name: str, label: str = "") -> float:

@@ -7,6 +7,7 @@ is one of the closed set; state only changes for accepted, in-order events.
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import msgspec
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 
 from recloop.core.contract import DeadLetterReason, EventType, UserEvent, encode
 from recloop.core.settings import WorkerConfig
-from recloop.streams.pipeline import Pending, Pipeline, Rejected
+from recloop.streams.pipeline import Pending, Pipeline, Rejected, _request_id
 from recloop.streams.state import decode_state
 from recloop.streams.strategies import RandomStrategy
 
@@ -168,3 +169,13 @@ def test_a_failing_strategy_turns_the_batch_into_dead_letters() -> None:
     assert letter.reason is DeadLetterReason.PROCESSING_ERROR
     assert "boom" in letter.detail and letter.key == b"u1"
     assert msgspec.json.decode(letter.raw, type=UserEvent) == click
+
+
+@given(st.text(min_size=1, max_size=40), st.text(min_size=1, max_size=40))
+def test_request_id_is_uuid5(user_id: str, event_id: str) -> None:
+    """The request id is computed without `uuid.UUID` for speed; it must stay the uuid5."""
+    event = UserEvent(
+        event_id=event_id, user_id=user_id, event_type=EventType.REQUEST, event_time=1.0, seq=0
+    )
+    name = f"recloop:{user_id}:{event_id}"
+    assert _request_id(event) == str(uuid.uuid5(uuid.NAMESPACE_URL, name))
