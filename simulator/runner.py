@@ -177,17 +177,17 @@ class Simulation:
 
         A triggering event is tracked until its answer comes (`row` is the simulated user's,
         `awaited` whether they wait for it)."""
-        at = self.clock.at
+        t0 = self.clock.t0
         stats = source.stats
-        stats.count("events_intended", at(intended))
+        stats.count("events_intended", intended - t0)
         lag = source.pacer.record(intended)
         now = time.monotonic()
         if source.observe_lag(lag):
-            stats.count("late_sends", at(now))
+            stats.count("late_sends", now - t0)
         assert self.sender is not None
         self.sender.send(key, encode(event))
-        stats.count("events_sent", at(now))
-        source.count_sent(event.event_type)
+        stats.count("events_sent", now - t0)
+        source.tally.inc(source.sent_by_type[event.event_type])
         self.tracker.sent(event, source, intended, now, row, awaited)
         return now
 

@@ -159,6 +159,7 @@ class SessionEngine:
         self.schedule = Schedule()
         self.active = 0
         self.metrics = SessionMetrics.bind(run_id, source.name, source.tally)
+        self.duration = scenario.duration  # a sum over the stages: once, not per arrival
         k = min(HIT_K, len(pop.item_ids) - pop.first_item)
         self.truth = np.zeros((len(self.users), k), np.int64)
         """Each user's truly best items (hit-rate ground truth), valid while not `stale`."""
@@ -187,7 +188,7 @@ class SessionEngine:
 
     def next_arrival(self, t: float) -> float | None:
         """Next Poisson arrival after `t` (thinning against the stage's current rate)."""
-        end = self.clock.t0 + self.scenario.duration
+        end = self.clock.t0 + self.duration
         while t < end:
             rate = self.scenario.rate_at(self.clock.at(t)) / self.shard.count
             if rate <= 0:
