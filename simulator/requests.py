@@ -84,10 +84,6 @@ class Source:
             return True
         return False
 
-    def count_sent(self, event_type: EventType) -> None:
-        """Count one event sent in Prometheus (at the next `publish()`)."""
-        self.tally.inc(self.sent_by_type[event_type])
-
     def publish(self) -> None:
         """Move the tallied per-event updates into Prometheus."""
         self.tally.publish()
