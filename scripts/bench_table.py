@@ -94,14 +94,17 @@ def worker_rows(b: dict[str, Any]) -> list[Row]:
         )
     if scale := b.get("scale_out"):
         one = scale[0]
+        net = "cpu_us_per_event_net_of_idle"
         parts = "; ".join(
             f"{s['workers']}: partitions {'/'.join(map(str, s['partitions_per_worker']))}, "
             f"events {'/'.join(n(e) for e in s['events_per_worker'])}, "
             f"{s['cpu_us_per_event']:.0f} µs/event"
+            + (f" ({s[net]:.0f} net of idle polling)" if net in s else "")
             for s in scale
         )
         ratios = ", ".join(
             f"{s['workers']} workers {s['cpu_us_per_event'] / one['cpu_us_per_event']:.2f}x"
+            + (f" ({s[net] / one[net]:.2f}x net of idle)" if net in s and one.get(net) else "")
             for s in scale[1:]
         )
         rows.append(
@@ -256,9 +259,16 @@ def capacity(results: Path = RESULTS) -> str:
         )
         if scale := w.get("scale_out"):
             one = scale[0]["cpu_us_per_event"]
+            net = "cpu_us_per_event_net_of_idle"
             parts = ", ".join(
                 f"{s['workers']} workers {'/'.join(map(str, s['partitions_per_worker']))} "
-                f"({s['cpu_us_per_event'] / one:.2f}x the CPU per event of one)"
+                f"({s['cpu_us_per_event'] / one:.2f}x the CPU per event of one"
+                + (
+                    f", {s[net] / scale[0][net]:.2f}x net of idle polling"
+                    if net in s and scale[0].get(net)
+                    else ""
+                )
+                + ")"
                 for s in scale[1:]
             )
             lines.append(

@@ -476,7 +476,11 @@ async def scale_out(args: argparse.Namespace, items: list[str], workers: int) ->
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
                 raise RuntimeError(f"{workers} workers did not share the partitions: {assigned}")
             await asyncio.sleep(0.3)
+        # Idle CPU first (polling, heartbeats, timers), to tell it from the events' own cost.
+        idle0, idle_t = [benchlib.process_cpu_seconds(p.pid) for p in procs], time.monotonic()
+        await asyncio.sleep(args.idle_seconds)
         cpu0 = [benchlib.process_cpu_seconds(p.pid) for p in procs]
+        idle_rate = (sum(cpu0) - sum(idle0)) / (time.monotonic() - idle_t)
         started = time.monotonic()
         source = EventSource(items, args.users, seed=3)
         await produce_backlog(args.bootstrap, topics.events, source, args.scale_backlog)
@@ -498,10 +502,13 @@ async def scale_out(args: argparse.Namespace, items: list[str], workers: int) ->
         "events_per_worker": [int(d) for d in done],
         "events_per_s": sum(done) / seconds,
         "cpu_us_per_event": sum(cpu) * 1e6 / sum(done),
+        "idle_cpu_per_s": idle_rate,
+        "cpu_us_per_event_net_of_idle": max(0.0, sum(cpu) - idle_rate * seconds) * 1e6 / sum(done),
     }
     print(
         f"{workers} worker(s): partitions {row['partitions_per_worker']}, events "
-        f"{row['events_per_worker']}, CPU {row['cpu_us_per_event']:.0f} us/event",
+        f"{row['events_per_worker']}, CPU {row['cpu_us_per_event']:.0f} us/event "
+        f"({row['cpu_us_per_event_net_of_idle']:.0f} net of {idle_rate:.2f} s/s idle)",
         flush=True,
     )
     return row
@@ -541,6 +548,9 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--scale-partitions", type=int, default=8)
     p.add_argument("--scale-backlog", type=int, default=20_000)
+    p.add_argument(
+        "--idle-seconds", type=float, default=3.0, help="idle CPU measured before the backlog"
+    )
     return p
 
 
