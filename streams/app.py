@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -127,9 +126,6 @@ def create_app(settings: Settings) -> faust.App:
         # Faust's Monitor sensor keeps statistics for Faust's web views (off here) in four
         # calls per event; the worker's own figures are its Prometheus metrics.
         app.sensors.remove(app.monitor)
-        # Everything loaded so far (Faust, aiokafka, onnxruntime, numpy) lives as long as the
-        # process: keep it out of the collector's full passes, which otherwise walk it all.
-        gc.freeze()
         metrics.MODEL_INFO.labels(strategy.name, strategy.version).set(1)
         if cfg.metrics_port:
             start_http_server(cfg.metrics_port, addr="0.0.0.0")

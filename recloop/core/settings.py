@@ -155,7 +155,8 @@ class WorkerConfig(BaseModel):
     """Events Faust holds in the process between the fetch and the agent (its
     `stream_buffer_maxsize`; fetching pauses at 80% and resumes at 40%). Under overload
     that many events wait inside the worker: at the default 4,096 and 1,000 events/s that
-    is seconds of latency."""
+    is seconds of latency. Smaller was measured worse (256: p50 1.4 s at 1,000 events/s, the
+    fetch pausing and resuming all the time; streams/README.md, Benchmark)."""
     producer_linger_seconds: float = Field(0.005, ge=0.0, le=1.0)
     """How long the producer waits to fill a batch. 0 (Faust's default) sends one produce
     request per loop turn, which under load means one syscall per handful of records."""
