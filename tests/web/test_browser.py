@@ -10,6 +10,7 @@ README's pictures). `recloop compare` gates a slow recommender's run against a h
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -20,6 +21,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -213,11 +215,45 @@ def test_report_and_comparison_render_in_chromium(runs: dict[str, Path], tmp_pat
 def test_live_dashboard_updates_then_shows_the_report(
     loops: dict[str, Loop], tmp_path: Path
 ) -> None:
+    scenario = scenario_file(tmp_path / "live.yaml", 14)
+    args = ["simulate", str(scenario), "--no-live", "--metrics-port", "0"]
+    with _web_run(loops, tmp_path, [*args, "--out", str(tmp_path / "out")]) as (driver, proc, url):
+        first = _first_points(driver)
+        time.sleep(2.5)
+        second = chart_points(driver)
+        assert set(first) == {"rate", "latency", "users"}, first
+        assert second["rate"] > first["rate"], (first, second)
+        assert sum(second.values()) > sum(first.values()), (first, second)
+        assert console_errors(driver) == []
+        assert_readable_axes(axis_ticks(driver))
+        sources = driver.find_element("id", "sources").text
+        verdicts = driver.find_element("id", "verdicts").text
+        meta = driver.find_element("id", "meta").text
+        assert "simulated" in sources and "p99 latency" in sources
+        assert all(t in verdicts for t in THRESHOLDS) and "pass" in verdicts
+        assert "live" in meta and "broker" in meta
+        progress = driver.find_element("id", "progress")
+        wait_for(lambda: float(progress.get_attribute("value")) >= 10, 20, "10 s of the run")
+        screenshot(driver, tmp_path, "live-dashboard")
+        stdout = _end_report(driver, proc, "finished: PASSED")
+        assert f"live dashboard: {url}" in stdout
+        assert "PASSED" in driver.find_element("tag name", "h1").text
+        assert all(
+            n > 0 for n in wait_for(lambda: chart_points(driver), 10, "report charts").values()
+        )
+        driver.switch_to.default_content()
+        assert console_errors(driver) == []
+
+
+@contextlib.contextmanager
+def _web_run(
+    loops: dict[str, Loop], tmp_path: Path, args: list[str]
+) -> Iterator[tuple[Any, subprocess.Popen[str], str]]:
+    """`recloop ARGS --web` against the healthy loop, its page open in Chromium; yields the
+    driver, the process and the page's URL (the process is killed if still running after)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
-    scenario = scenario_file(tmp_path / "live.yaml", 14)
-    cmd = [sys.executable, "-m", "recloop", "simulate", str(scenario), "--no-live"]
-    cmd += ["--metrics-port", "0", "--out", str(tmp_path / "out"), "--web", "--web-port", str(port)]
+    cmd = [sys.executable, "-m", "recloop", *args, "--web", "--web-port", str(port)]
     proc = subprocess.Popen(
         cmd,
         cwd=ROOT,
@@ -230,46 +266,34 @@ def test_live_dashboard_updates_then_shows_the_report(
         with chromium(tmp_path / "profile") as driver:
             wait_for(lambda: _serving(url), 60, f"the dashboard at {url}")
             driver.get(url)
-            first = wait_for(
-                lambda: (p := chart_points(driver)) and p.get("rate", 0) > 2 and p, 30, "points"
-            )
-            time.sleep(2.5)
-            second = chart_points(driver)
-            assert set(first) == {"rate", "latency", "users"}, first
-            assert second["rate"] > first["rate"], (first, second)
-            assert sum(second.values()) > sum(first.values()), (first, second)
-            assert console_errors(driver) == []
-            assert_readable_axes(axis_ticks(driver))
-            sources = driver.find_element("id", "sources").text
-            verdicts = driver.find_element("id", "verdicts").text
-            meta = driver.find_element("id", "meta").text
-            assert "simulated" in sources and "p99 latency" in sources
-            assert all(t in verdicts for t in THRESHOLDS) and "pass" in verdicts
-            assert "live" in meta and "broker" in meta
-            progress = driver.find_element("id", "progress")
-            wait_for(lambda: float(progress.get_attribute("value")) >= 10, 20, "10 s of the run")
-            screenshot(driver, tmp_path, "live-dashboard")
-            stdout, stderr = proc.communicate(timeout=120)
-            assert proc.returncode == 0, stdout + stderr
-            assert f"live dashboard: {url}" in stdout
-            # The run is over: the page shows the final report it fetched before the server left.
-            wait_for(
-                lambda: driver.find_element("tag name", "body").get_attribute("data-final"),
-                10,
-                "the final report",
-            )
-            assert driver.find_element("id", "status").text == "finished: PASSED"
-            driver.switch_to.frame(driver.find_element("id", "report"))
-            assert "PASSED" in driver.find_element("tag name", "h1").text
-            assert all(
-                n > 0 for n in wait_for(lambda: chart_points(driver), 10, "report charts").values()
-            )
-            driver.switch_to.default_content()
-            assert console_errors(driver) == []
+            yield driver, proc, url
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def _first_points(driver: Any) -> dict[str, int]:
+    """The charts' point counts, once the rate chart has a few."""
+    return wait_for(
+        lambda: (p := chart_points(driver)) and p.get("rate", 0) > 2 and p, 30, "points"
+    )
+
+
+def _end_report(driver: Any, proc: subprocess.Popen[str], status: str) -> str:
+    """Wait for the run to end, check its exit code and the page's final status, and switch
+    into the report frame the page then shows; returns the run's stdout."""
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stdout + stderr
+    # The run is over: the page shows the final report it fetched before the server left.
+    wait_for(
+        lambda: driver.find_element("tag name", "body").get_attribute("data-final"),
+        10,
+        "the final report",
+    )
+    assert driver.find_element("id", "status").text == status
+    driver.switch_to.frame(driver.find_element("id", "report"))
+    return stdout
 
 
 TICK = re.compile(r"(?P<number>\d+(?:\.\d+)?) (?P<unit>ms|%|/s|s)")
@@ -301,44 +325,16 @@ def _serving(url: str) -> bool:
 def test_replay_dashboard_shows_progress_then_the_summary(
     loops: dict[str, Loop], tmp_path: Path
 ) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/"
     log = ROOT / "simulator/scenarios/data/replay-sample.jsonl"
-    cmd = [sys.executable, "-m", "recloop", "replay", f"jsonl:{log}", "--speed", "20"]
-    cmd += ["--loops", "4", "--measure", "--wait", "5", "--web", "--web-port", str(port)]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        env=loops["healthy"].env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        with chromium(tmp_path / "profile") as driver:
-            wait_for(lambda: _serving(url), 60, f"the dashboard at {url}")
-            driver.get(url)
-            first = wait_for(
-                lambda: (p := chart_points(driver)) and p.get("rate", 0) > 2 and p, 30, "points"
-            )
-            time.sleep(1.5)
-            assert chart_points(driver)["rate"] > first["rate"]
-            assert "replayed" in driver.find_element("id", "sources").text
-            stdout, stderr = proc.communicate(timeout=120)
-            assert proc.returncode == 0, stdout + stderr
-            wait_for(
-                lambda: driver.find_element("tag name", "body").get_attribute("data-final"),
-                10,
-                "the end page",
-            )
-            assert driver.find_element("id", "status").text == "finished: DONE"
-            driver.switch_to.frame(driver.find_element("id", "report"))
-            body = driver.find_element("tag name", "body").text
-            assert "finished" in body and "sent " in body and "recommendations " in body
-            assert wait_for(lambda: chart_points(driver), 10, "the replay's charts")
-            driver.switch_to.default_content()
-            assert console_errors(driver) == []
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    args = ["replay", f"jsonl:{log}", "--speed", "20", "--loops", "4", "--measure", "--wait", "5"]
+    with _web_run(loops, tmp_path, args) as (driver, proc, _):
+        first = _first_points(driver)
+        time.sleep(1.5)
+        assert chart_points(driver)["rate"] > first["rate"]
+        assert "replayed" in driver.find_element("id", "sources").text
+        _end_report(driver, proc, "finished: DONE")
+        body = driver.find_element("tag name", "body").text
+        assert "finished" in body and "sent " in body and "recommendations " in body
+        assert wait_for(lambda: chart_points(driver), 10, "the replay's charts")
+        driver.switch_to.default_content()
+        assert console_errors(driver) == []
