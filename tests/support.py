@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -168,3 +169,21 @@ async def collect(
     finally:
         await consumer.stop()
     return values
+
+
+def write_replay_log(path: Path, events: int, users: int, rate: float, prefix: str = "u") -> Path:
+    """A JSONL event log for `recloop replay`: each user starts a session, then clicks items;
+    `events` events at `rate` events/s, users taking turns."""
+    t0 = 1_700_000_000.0
+    with path.open("w") as f:
+        for n in range(events):
+            user, step = f"{prefix}{n % users}", n // users
+            row = {
+                "user_id": user,
+                "event_type": "session_start" if step == 0 else "click",
+                "item_id": None if step == 0 else str((n * 7) % 97),
+                "event_time": t0 + n / rate,
+                "session_id": f"{user}#0",
+            }
+            f.write(json.dumps(row) + "\n")
+    return path

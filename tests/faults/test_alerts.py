@@ -47,7 +47,7 @@ from recloop.brokers import free_port
 from recloop.core.settings import Settings, WorkerConfig
 from recloop.core.topics import ensure_topics
 from tests.faults.faultlib import recloop, scrape
-from tests.observability.promlib import Prometheus, rule_queries, write_test_rules
+from tests.observability.promlib import Prometheus, alerting_prometheus, rule_queries
 from tests.support import WorkerProcess, produce, unique_topics
 
 pytestmark = pytest.mark.kafka
@@ -208,13 +208,7 @@ def stack(kafka, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             ],
         }
     ]
-    rules = write_test_rules(tmp / "rules.yml", for_seconds=3)
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(rules)],
-        "scrape_configs": scrape_configs,
-    }
-    prom = Prometheus(config, free_port(), tmp / "prometheus")
+    prom = alerting_prometheus(tmp, scrape_configs)
     try:
         for r in workers:
             assert r.worker is not None

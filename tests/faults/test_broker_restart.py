@@ -17,7 +17,6 @@ Runs on its own Apache Kafka broker (it is killed), not the session's shared one
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from collections.abc import Iterator
@@ -39,7 +38,7 @@ from tests.faults.faultlib import (
     wait_for_worker,
     worker_settings,
 )
-from tests.support import WorkerProcess, require_tool
+from tests.support import WorkerProcess, require_tool, write_replay_log
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -69,24 +68,6 @@ def own_kafka() -> Iterator[ApacheKafkaBroker]:
         yield broker
     finally:
         broker.stop()
-
-
-def _replay_log(path: Path, seconds: float, rate: float = 5.0) -> Path:
-    """Replayed users: a session start, then clicks, `rate` events/s for `seconds`."""
-    t0 = 1_700_000_000.0
-    users = 20
-    with path.open("w") as f:
-        for n in range(int(seconds * rate)):
-            user, step = f"rp{n % users}", n // users
-            row = {
-                "user_id": user,
-                "event_type": "session_start" if step == 0 else "click",
-                "item_id": None if step == 0 else str((n * 7) % 97),
-                "event_time": t0 + n / rate,
-                "session_id": f"{user}#0",
-            }
-            f.write(json.dumps(row) + "\n")
-    return path
 
 
 def test_broker_sigkill_and_restart_loses_no_event(
@@ -131,7 +112,9 @@ def test_broker_sigkill_and_restart_loses_no_event(
             settings,
             rec_log,
         )
-        log = _replay_log(tmp_path / "replay.jsonl", SIM_SECONDS - 10)
+        log = write_replay_log(
+            tmp_path / "replay.jsonl", int((SIM_SECONDS - 10) * 5), 20, 5.0, "rp"
+        )
         rep = recloop(
             [
                 "replay",

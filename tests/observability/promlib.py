@@ -128,6 +128,20 @@ def write_test_rules(dest: Path, for_seconds: int = 3) -> Path:
     return dest
 
 
+def alerting_prometheus(tmp: Path, scrape_configs: list[dict[str, Any]]) -> Prometheus:
+    """A Prometheus scraping `scrape_configs` every second and evaluating the shipped alert
+    rules with their `for:` shortened to 3 s (`write_test_rules`); not started yet."""
+    from recloop.brokers import free_port
+
+    rules = write_test_rules(tmp / "rules.yml", for_seconds=3)
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(rules)],
+        "scrape_configs": scrape_configs,
+    }
+    return Prometheus(config, free_port(), tmp / "prometheus")
+
+
 def label_values_as_promql(expr: str) -> str:
     """`label_values(metric, label)` (a Grafana variable query) as PromQL with the same data."""
     inner = expr.strip().removeprefix("label_values(").removesuffix(")")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import subprocess
 import sys
@@ -39,13 +38,13 @@ from recloop.core.settings import Settings, WorkerConfig, settings_env
 from recloop.core.topics import ensure_topics
 from tests.observability.promlib import (
     Prometheus,
+    alerting_prometheus,
     bind,
     dashboard_queries,
     promtool,
     rule_queries,
-    write_test_rules,
 )
-from tests.support import ROOT, WorkerProcess, produce, unique_topics
+from tests.support import ROOT, WorkerProcess, produce, unique_topics, write_replay_log
 
 pytestmark = pytest.mark.kafka
 
@@ -189,23 +188,6 @@ recommendation_timeout: 3s
 """
 
 
-def _replay_log(path: Path, users: int = 40, events: int = 400, rate: float = 40.0) -> Path:
-    """A small event log for `recloop replay`: sessions start, then users click items."""
-    t0 = 1_700_000_000.0
-    with path.open("w") as f:
-        for n in range(events):
-            user, step = f"u{n % users}", n // users
-            row = {
-                "user_id": user,
-                "event_type": "session_start" if step == 0 else "click",
-                "item_id": None if step == 0 else str((n * 7) % 97),
-                "event_time": t0 + n / rate,
-                "session_id": f"{user}#0",
-            }
-            f.write(json.dumps(row) + "\n")
-    return path
-
-
 def _driver(run: Run, tmp: Path, seconds: float) -> subprocess.Popen[bytes]:
     """The real process that plays the users of `run`, serving metrics on run.sim_port."""
     assert run.sim_port is not None
@@ -214,7 +196,7 @@ def _driver(run: Run, tmp: Path, seconds: float) -> subprocess.Popen[bytes]:
         scenario.write_text(SCENARIO % {"seconds": int(seconds)})
         args = ["simulate", str(scenario), "--no-live", "--out", str(tmp / f"{run.name}-report")]
     else:
-        log = _replay_log(tmp / f"{run.name}.jsonl")
+        log = write_replay_log(tmp / f"{run.name}.jsonl", events=400, users=40, rate=40.0)
         args = ["replay", f"jsonl:{log}", "--timestamps", "shift", "--loops", "0"]
         args += ["--duration", str(seconds), "--measure", "--wait", "5"]
     args += ["--run-id", run.run_id, "--metrics-port", str(run.sim_port)]
@@ -250,13 +232,7 @@ def live(kafka, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
             "static_configs": [{"targets": [f"127.0.0.1:{run.sim_port}" for run in runs]}],
         }
     ]
-    rules = write_test_rules(tmp / "rules.yml", for_seconds=3)
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(rules)],
-        "scrape_configs": scrape_configs,
-    }
-    prom = Prometheus(config, free_port(), tmp / "prometheus")
+    prom = alerting_prometheus(tmp, scrape_configs)
     try:
         for run in runs:
             run.worker.start()
