@@ -156,6 +156,7 @@ async def test_sigkill_recovery_with_the_rocksdb_store(kafka, tmp_path: Path) ->
     assert any((tmp_path / "worker").rglob("CURRENT")), "no RocksDB files in the data dir"
 
 
+@pytest.mark.slow  # ~70 s: each restart reads the changelog read_committed past aborted txns
 async def test_sigkill_under_exactly_once_shows_each_answer_once(kafka, tmp_path: Path) -> None:
     """The same kills under processing_guarantee=exactly_once (Kafka transactions; Tansu has
     none): a read_committed reader sees every triggering event answered exactly once."""
