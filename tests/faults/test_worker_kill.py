@@ -21,13 +21,14 @@ from recloop.core.contract import encode
 from recloop.core.topics import ensure_topics
 from tests.streams.helpers import (
     Worker,
+    assert_all_answered,
+    assert_states,
     collect_recommendations,
     metric,
     triggering,
     wait_for,
     worker_settings,
 )
-from tests.streams.test_worker_e2e import _assert_state
 from tests.support import make_events
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -87,13 +88,8 @@ async def test_worker_sigkill_at_random_points_under_load(kafka, tmp_path: Path)
         want = triggering(sent, settings)
         worker = Worker(settings).start()
         recs = await collect_recommendations(settings, want, timeout=180)
-        lost = sorted(want - {r.event_id for r in recs})
-        assert not lost, f"lost {len(lost)} of {len(want)}: {lost[:8]}\nkills: {kills}"
-        request_ids: dict[str, set[str]] = {}
-        for rec in recs:
-            request_ids.setdefault(rec.event_id, set()).add(rec.request_id)
-        assert all(len(ids) == 1 for ids in request_ids.values())
-        await _assert_state(settings, sent)
+        assert_all_answered(recs, want, f"kills: {kills}")
+        await assert_states(settings, sent)
     finally:
         stop.set()
         await asyncio.gather(loader, return_exceptions=True)

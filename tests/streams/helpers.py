@@ -220,3 +220,25 @@ def duplicates(recs: Iterable[Recommendation]) -> dict[str, int]:
 def comparable(state: UserState) -> tuple[object, ...]:
     """The parts of a state that depend only on the events (not on timing)."""
     return (state.history, state.counts, state.last_seq, state.session_id, state.session_events)
+
+
+async def assert_states(settings: Settings, events: Iterable[UserEvent]) -> None:
+    """Every user's state in the changelog is as if each of `events` was applied once."""
+    expected = expected_states(events, settings.worker.history_length)
+    actual = await read_changelog(settings)
+    missing = set(expected) - set(actual)
+    assert not missing, f"users without state in the changelog: {sorted(missing)[:5]}"
+    wrong = [u for u in expected if comparable(actual[u]) != comparable(expected[u])]
+    assert not wrong, f"{wrong[:3]}: {actual[wrong[0]]} != {expected[wrong[0]]}"
+
+
+def assert_all_answered(recs: Iterable[Recommendation], want: set[str], context: str) -> None:
+    """Every event id in `want` answered; an event answered twice kept its request id
+    (a redelivery after a crash is answered again, identically)."""
+    request_ids: dict[str, set[str]] = {}
+    for rec in recs:
+        request_ids.setdefault(rec.event_id, set()).add(rec.request_id)
+    lost = sorted(want - set(request_ids))
+    assert not lost, f"lost {len(lost)} of {len(want)}: {lost[:8]}\n{context}"
+    changed = [e for e, ids in request_ids.items() if len(ids) > 1]
+    assert not changed, f"answered with different request ids: {changed[:5]}"

@@ -11,6 +11,7 @@ from recloop.core.contract import decode_recommendation
 from recloop.core.topics import ensure_topics
 from tests.streams.helpers import (
     Worker,
+    assert_states,
     collect_recommendations,
     comparable,
     duplicates,
@@ -81,9 +82,7 @@ async def test_exactly_once_mode_answers_every_event_once(kafka, tmp_path: Path)
         recs = [decode_recommendation(v) for v in committed]
         assert {r.event_id for r in recs} == want, worker.log()[-3000:]
         assert not duplicates(recs), "read_committed consumers must see each answer once"
-        expected = expected_states(events, settings.worker.history_length)
-        actual = await read_changelog(settings)
-        assert all(comparable(actual[u]) == comparable(s) for u, s in expected.items())
+        await assert_states(settings, events)
     finally:
         worker.stop()
     assert "Traceback" not in worker.log(), worker.log()[-3000:]

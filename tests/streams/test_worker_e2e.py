@@ -21,12 +21,11 @@ from recloop.streams.pipeline import Rejected
 from tests.streams.helpers import (
     CommitWatcher,
     Worker,
+    assert_all_answered,
+    assert_states,
     collect_recommendations,
-    comparable,
     duplicates,
-    expected_states,
     metric,
-    read_changelog,
     triggering,
     wait_for,
     worker_settings,
@@ -51,15 +50,6 @@ def _corpus(n: int) -> list[bytes]:
 
     draw()
     return drawn
-
-
-async def _assert_state(settings, events) -> None:
-    expected = expected_states(events, settings.worker.history_length)
-    actual = await read_changelog(settings)
-    missing = set(expected) - set(actual)
-    assert not missing, f"users without state in the changelog: {sorted(missing)[:5]}"
-    wrong = [u for u in expected if comparable(actual[u]) != comparable(expected[u])]
-    assert not wrong, f"{wrong[:3]}: {actual[wrong[0]]} != {expected[wrong[0]]}"
 
 
 @pytest.mark.parametrize("strategy", ["onnx", "popular", "cooccurrence"])
@@ -110,7 +100,7 @@ async def test_every_strategy_through_the_same_path(broker, tmp_path: Path, stra
             assert {r.model_version for r in recs if r.event_id.startswith("b")} == {"v2"}
             assert metric(port, "recloop_worker_model_reloads_total", 'outcome="loaded"') == 1
             first = first + second
-        await _assert_state(settings, first)
+        await assert_states(settings, first)
         assert metric(port, "recloop_worker_recommendations_total", f'strategy="{strategy}"') == (
             len(triggering(first, settings))
         )
@@ -221,19 +211,12 @@ async def _sigkill_recovery(
         exactly_once = guarantee == "exactly_once"
         isolation = "read_committed" if exactly_once else "read_uncommitted"
         recs = await collect_recommendations(settings, want, 90, isolation)
-        answered_ids = {r.event_id for r in recs}
-        lost = sorted(want - answered_ids)
-        assert not lost, f"lost {len(lost)}: {lost[:8]}\nkills: {kills}\n{worker.log()[-3000:]}"
+        assert_all_answered(recs, want, f"kills: {kills}\n{worker.log()[-3000:]}")
         if exactly_once:
             twice = duplicates(recs)
             assert not twice, f"read_committed saw {len(twice)} answered twice: {kills}"
-        # Redelivered events keep their request id; anything answered twice is identical.
-        by_event: dict[str, set[str]] = {}
-        for rec in recs:
-            by_event.setdefault(rec.event_id, set()).add(rec.request_id)
-        assert all(len(ids) == 1 for ids in by_event.values())
         # The restarted worker recovered the table: state counts each event exactly once.
-        await _assert_state(settings, events)
+        await assert_states(settings, events)
     finally:
         if worker is not None:
             worker.stop()
