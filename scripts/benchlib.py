@@ -175,7 +175,7 @@ def kafka(bootstrap: str | None) -> Iterator[str]:
         broker.stop()
 
 
-RECOMMENDER_CODE = ("recommender.py", "layers.py", "export.py")
+RECOMMENDER_CODE = ("recommender.py", "layers.py", "export.py", "serving.py")
 """The training and export code of the recommender, the model the benchmarks serve."""
 
 

@@ -47,6 +47,15 @@ class _Loaded:
         self.history_input = str(entry.config.get("history_input", "history"))
         self.exclude_input = str(entry.config.get("exclude_input", "exclude_seen"))
         self.max_k = int(entry.config.get("max_k", 100))
+        # Graphs written by `serving.serving_graph` take the top-k size as an input with a
+        # default (an overridable initializer): asking for k, not max_k, saves most of TopK.
+        self.k_input = str(entry.config.get("k_input", ""))
+        if self.k_input and self.k_input not in {
+            i.name for i in self.session.get_overridable_initializers()
+        }:
+            raise ModelLoadError(
+                f"{model_dir.path}: card names k input {self.k_input!r}, graph has none"
+            )
         self.version = model_dir.version
         self.history_length = model_dir.card.history_length
 
@@ -93,10 +102,10 @@ class RecommenderRuntime:
             raise ValueError(f"k must be in [1, {state.max_k}] for this model, got {k}")
         h = as_histories(histories, state.history_length)
         flag = np.full(h.shape[0], 1.0 if exclude_seen else 0.0, dtype=np.float32)
-        items, scores = state.session.run(
-            [state.items_output, state.scores_output],
-            {state.history_input: h, state.exclude_input: flag},
-        )
+        feed = {state.history_input: h, state.exclude_input: flag}
+        if state.k_input:
+            feed[state.k_input] = np.array([k], np.int64)
+        items, scores = state.session.run([state.items_output, state.scores_output], feed)
         return items[:, :k].astype(np.int64), scores[:, :k].astype(np.float32)
 
     def swap(self, model_dir: str | Path | ModelDir) -> str:

@@ -1,4 +1,5 @@
-"""Keras -> ONNX with tf2onnx (the route that works with TensorFlow 2.21 / Keras 3), checked.
+"""Keras -> ONNX with tf2onnx (the route that works with TensorFlow 2.21 / Keras 3), checked;
+the recommender's serving graph is written from its weights instead (`serving.py`).
 
 tf2onnx can write an invalid file without raising, so every file goes through
 `onnx.checker.check_model` and is opened with onnxruntime before it is listed in the card.
@@ -17,8 +18,9 @@ import tf2onnx
 
 from recloop.models.runtime.card import ModelEntry, ModelLoadError, TensorSpec
 from recloop.models.runtime.session import describe
+from recloop.models.train.serving import OPSET
 
-OPSET = 17
+__all__ = ["OPSET", "checked_entry", "export_keras", "export_onnx", "output_names"]
 
 
 def export_keras(
@@ -30,10 +32,29 @@ def export_keras(
 ) -> ModelEntry:
     """Export, check and describe one model; returns its model-card entry."""
     tf2onnx.convert.from_keras(model, input_signature=signature, opset=OPSET, output_path=str(path))
+    return checked_entry(path, architecture, config)
+
+
+def export_onnx(
+    model: onnx.ModelProto,
+    path: Path,
+    architecture: str,
+    config: dict[str, object] | None = None,
+) -> ModelEntry:
+    """Write a graph built with `onnx.helper` (the recommender's `serving.serving_graph`),
+    checked and described like a tf2onnx export."""
+    onnx.save(model, str(path))
+    return checked_entry(path, architecture, config)
+
+
+def checked_entry(
+    path: Path, architecture: str, config: dict[str, object] | None = None
+) -> ModelEntry:
+    """Check an ONNX file and open it with onnxruntime; its model-card entry."""
     try:
         onnx.checker.check_model(onnx.load(str(path)), full_check=True)
     except onnx.checker.ValidationError as exc:
-        raise ModelLoadError(f"{path}: tf2onnx wrote an invalid ONNX file: {exc}") from None
+        raise ModelLoadError(f"{path}: the exporter wrote an invalid ONNX file: {exc}") from None
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     inputs, outputs = describe(session)
     return ModelEntry(

@@ -1,8 +1,9 @@
 """Serving variants of an exported recommender, for measuring speed against quality.
 
-Each variant is a copy of a model directory whose recommender is changed after export (int8
-dynamic quantisation with `onnxruntime.quantization`, an in-graph top-k of the slate size
-instead of the card's `max_k`) or served differently (onnxruntime intra-op threads, a shorter
+Each variant is a copy of a model directory whose recommender is changed after export (the
+serving graph of `serving.py` rebuilt from an older tf2onnx export's weights, int8 dynamic
+quantisation with `onnxruntime.quantization`, an in-graph top-k of the slate size instead of
+the card's `max_k`) or served differently (onnxruntime intra-op threads, a shorter
 history: the most recent items only). `scripts/bench_inference.py --variants` times each and
 evaluates its NDCG@10 on the validation and test split, so a faster variant is adopted only
 with its quality cost known. The graph optimisation level is timed there too (it changes no
@@ -51,6 +52,19 @@ def top_k(k: int) -> Rewrite:
     return rewrite
 
 
+def serving_graph(src: Path, dst: Path) -> None:
+    """The recommender as `serving.serving_graph` writes it (the export since it exists): a
+    tf2onnx file is rebuilt from its weights, a serving graph is copied. Same numbers to float
+    rounding; the runtime passes its k to the graph."""
+    from recloop.models.train import serving
+
+    if serving.is_serving_graph(src):
+        shutil.copyfile(src, dst)
+        return
+    config = ModelDir(src.parent).card.training_config.get("recommender", {})
+    serving.rebuild(src, dst, heads=int(config["heads"]))  # type: ignore[index,call-overload]
+
+
 @dataclass(frozen=True, slots=True)
 class Variant:
     """How a serving variant differs from the exported recommender."""
@@ -69,6 +83,8 @@ class Variant:
 VARIANTS: dict[str, Variant] = {
     "exported, 1 thread": Variant(1),
     "exported, 2 threads": Variant(2),
+    "serving graph, 1 thread": Variant(1, serving_graph),
+    "serving graph, 2 threads": Variant(2, serving_graph),
     "int8 dynamic, 1 thread": Variant(1, quantize_int8),
     "history 32, 1 thread": Variant(1, history_length=32),
     "history 32, 2 threads": Variant(2, history_length=32),
@@ -90,6 +106,10 @@ def variant_dir(md: ModelDir, name: str, dest: Path) -> tuple[ModelDir, int]:
         target = dest / entry.file
         variant.rewrite(md.path / entry.file, target)
         entry.sha256 = hashlib.sha256(target.read_bytes()).hexdigest()
+        from recloop.models.train.serving import K_INPUT, takes_k
+
+        if takes_k(target):  # the runtime passes its k (the top-k size) to such a graph
+            entry.config["k_input"] = K_INPUT
     if variant.history_length is not None:
         copy.card.history_length = variant.history_length
     if variant.max_k is not None:

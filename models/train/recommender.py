@@ -6,6 +6,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -92,6 +93,33 @@ def inference_model(core: SASRec, max_k: int) -> keras.Model:
     indices = keras.layers.Identity(name="item_indices")(indices)
     values = keras.layers.Identity(name="scores")(values)
     return keras.Model([history, exclude], [indices, values], name="recommender")
+
+
+def check_serving_graph(
+    reference: keras.Model, path: Path, sequences: list[np.ndarray], max_len: int
+) -> None:
+    """Raise unless the exported serving graph at `path` (`serving.serving_graph`) ranks like
+    the Keras `inference_model` on these users' histories (plus an empty one), with and without
+    seen-item exclusion: scores equal to float tolerance, items equal except near-ties."""
+    import onnxruntime as ort
+
+    from recloop.models.data.preprocess import left_pad
+    from recloop.models.train.serving import ITEMS_OUTPUT, SCORES_OUTPUT, check_same_ranking
+
+    histories = np.concatenate([left_pad(sequences, max_len), np.zeros((1, max_len), np.int64)])
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for flag in (1.0, 0.0):
+        exclude = np.full(len(histories), flag, np.float32)
+        want_items, want_scores = (ops.convert_to_numpy(t) for t in reference([histories, exclude]))
+        items, scores = session.run(
+            [ITEMS_OUTPUT, SCORES_OUTPUT], {"history": histories, "exclude_seen": exclude}
+        )
+        try:
+            check_same_ranking(want_items, want_scores, items, scores)
+        except AssertionError as exc:
+            raise RuntimeError(
+                f"{path}: serving graph differs from the Keras model: {exc}"
+            ) from None
 
 
 def signature() -> tuple[tf.TensorSpec, ...]:
