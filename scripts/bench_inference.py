@@ -5,7 +5,8 @@ each recommender variant with its NDCG@10 beside its speed.
 
 Uses real-looking inputs (random catalogue items, full history length) and reports the median
 and p95 latency per call over the whole catalogue. With `--variants`, every recommender
-variant (`recloop.models.train.optimise`: threads, int8 dynamic quantisation) is timed the same way and evaluated on the validation and test split of the
+variant (`recloop.models.train.optimise`: threads, the serving graph rebuilt from an older
+tf2onnx export, int8 dynamic quantisation) is timed the same way and evaluated on the validation and test split of the
 model's training data (`--data`, default the card's), and the graph optimisation levels are
 timed (they change no numbers). No TensorFlow is imported.
 """
