@@ -74,6 +74,7 @@ def create_app(settings: Settings) -> faust.App:
     app = WorkerApp(
         cfg.app_id,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        client_kwargs=settings.kafka_kwargs(),
         broker=[f"kafka://{host}" for host in settings.bootstrap.split(",")],
         broker_credentials=faust_credentials(settings),
         store=store,
@@ -303,6 +304,8 @@ def create_app(settings: Settings) -> faust.App:
         finally:
             consumer.quiesce = None
             await batcher.stop()
+            # Where each partition stood: what a lost or stuck record is traced back to.
+            log.info("offset ledger at stop: %s", ledger.describe())
 
     @app.timer(interval=cfg.model_poll_seconds)
     async def _reload_model() -> None:

@@ -130,6 +130,14 @@ class OffsetLedger(Generic[TP]):
         part.seeks += 1
         return Verdict.SEEK
 
+    def describe(self) -> str:
+        """One line per partition (next, committable, pending settles, seek state), for logs."""
+        return "; ".join(
+            f"{tp}: next {p.next} commit {p.frontier} settled-ahead {len(p.settled)}"
+            + (f" seeking (last seen {p.last_seen}, seek {p.seeks})" if p.seeking else "")
+            for tp, p in self._parts.items()
+        )
+
     def next_offset(self, tp: TP) -> int:
         """The offset a SEEK verdict asks to seek to."""
         return self._parts[tp].next

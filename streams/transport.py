@@ -9,19 +9,26 @@ from the classes below, which give the consumer `Settings.fetch_max_wait_ms` ins
 They also take the commit decision away from Faust's ack bookkeeping: the offset committed is
 the worker's own (`streams/offsets.py`), so a record Faust dropped or skipped on its way to the
 agent is fetched again instead of committed unprocessed.
+
+And they read the true end of each changelog partition before a table is restored: Tansu 0.6
+answers ListOffsets(latest) with the first offset of the partition's last record batch + 1,
+below the real end when that batch holds several records, and Faust's recovery stops at that
+offset, leaving the last changelog records out of the restored table (users' state one batch
+behind after a restart; streams/README.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import types
-from collections.abc import Callable, Coroutine, Generator, Iterator
+from collections.abc import Callable, Coroutine, Generator, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import faust
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message, TransportT
 from faust.types.tuples import ack_lock
@@ -88,6 +95,18 @@ class _Consumer(faust_aiokafka.Consumer):
         if anchors:
             await self._thread.seek_wait(anchors)
 
+    async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
+        """The broker's end offsets, and for table changelogs the true end (see the module doc)."""
+        ends = dict(await super().highwaters(*partitions))
+        if self.in_transaction:  # exactly_once: the last stable offset, from Apache Kafka
+            return ends
+        changelogs = self.app.tables.changelog_topics
+        behind = {tp: end for tp, end in ends.items() if tp.topic in changelogs and end and end > 0}
+        if behind:
+            client: dict[str, Any] = getattr(self.app, "client_kwargs", {})
+            ends.update(await last_batch_ends(client, behind))
+        return ends
+
     async def seek_back(self, tp: TP, offset: int) -> None:
         """Fetch `tp` again from `offset`."""
         # In the consumer's own thread: Faust's `seek` changes the aiokafka consumer from the
@@ -149,6 +168,37 @@ class _Consumer(faust_aiokafka.Consumer):
         return self.ledger.commit_offset(tp)
 
 
+async def last_batch_ends(
+    client: Mapping[str, Any], ends: Mapping[TP, int], timeout: float = 3.0
+) -> dict[TP, int]:
+    """Each partition's end offset read from its last record batch: the offset after the last
+    record fetched from `end - 1` (a broker that answers ListOffsets with the last batch's
+    first offset + 1 has records past it). Keeps `end` where nothing comes back in time (a
+    transaction marker at `end - 1`, or an end that was right)."""
+    consumer = AIOKafkaConsumer(**client, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = {TopicPartition(tp.topic, tp.partition): tp for tp in ends}
+        consumer.assign(list(tps))
+        for atp, tp in tps.items():
+            consumer.seek(atp, ends[tp] - 1)
+        found: dict[TP, int] = {}
+        deadline = time.monotonic() + timeout
+        while len(found) < len(tps) and time.monotonic() < deadline:
+            fetched = await consumer.getmany(timeout_ms=200)
+            for atp, records in fetched.items():
+                if records:
+                    tp = tps[atp]
+                    found[tp] = max(found.get(tp, 0), records[-1].offset + 1)
+        corrected = {tp: max(end, found.get(tp, end)) for tp, end in ends.items()}
+        for tp, end in corrected.items():
+            if end != ends[tp]:
+                log.info("%s ends at offset %d, not %d as the broker said", tp, end, ends[tp])
+        return corrected
+    finally:
+        await consumer.stop()
+
+
 @types.coroutine
 def _resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any, Any]:
     """The rest of `coro`, whose first step already ran and yielded `yielded` (what a task
@@ -178,9 +228,17 @@ class _Transport(faust_aiokafka.Transport):
 class WorkerApp(faust.App):
     """A `faust.App` whose worker consumer waits at most `fetch_max_wait_ms` per fetch."""
 
-    def __init__(self, *args: Any, fetch_max_wait_ms: int, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        fetch_max_wait_ms: int,
+        client_kwargs: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         # Set before faust.App.__init__, which may already build the transport.
         self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.client_kwargs = dict(client_kwargs or {})
+        """Connection settings for the worker's own aiokafka clients (`last_batch_ends`)."""
         super().__init__(*args, **kwargs)
 
     def _new_transport(self) -> TransportT:

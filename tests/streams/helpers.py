@@ -11,9 +11,15 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
 
 from recloop.brokers import free_port
-from recloop.core.contract import Recommendation, UserEvent, decode_recommendation
+from recloop.core.contract import (
+    Recommendation,
+    UserEvent,
+    decode_event,
+    decode_recommendation,
+)
 from recloop.core.settings import Settings, WorkerConfig
 from recloop.streams.state import UserState, apply, decode_state
 from tests.support import WorkerProcess, collect, unique_topics
@@ -75,6 +81,14 @@ async def read_to_end(
 ) -> list[bytes]:
     """Every value in `topic`, from the beginning up to its end offsets when called (the last
     stable offset for `read_committed`)."""
+    records = await read_records(bootstrap, topic, isolation_level, timeout)
+    return [r.value for r in records if r.value is not None]
+
+
+async def read_records(
+    bootstrap: str, topic: str, isolation_level: str = "read_uncommitted", timeout: float = 60.0
+) -> list[ConsumerRecord]:
+    """`read_to_end`, as records (with their partition and offset)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level=isolation_level
     )
@@ -84,15 +98,26 @@ async def read_to_end(
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         end = await consumer.end_offsets(parts)
-        values: list[bytes] = []
+        records: list[ConsumerRecord] = []
         deadline = time.monotonic() + timeout
         while any([await consumer.position(tp) < end[tp] for tp in parts]):
             assert time.monotonic() < deadline, f"could not read {topic} to its end offsets"
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                values.extend(r.value for r in records if r.value is not None)
-        return values
+            for batch in (await consumer.getmany(timeout_ms=500)).values():
+                records.extend(batch)
+        return records
     finally:
         await consumer.stop()
+
+
+async def where_events_are(settings: Settings, event_ids: Iterable[str]) -> str:
+    """Partition and offset of each of `event_ids` on the events topic, for a failure message."""
+    wanted = set(event_ids)
+    found = {}
+    for r in await read_records(settings.bootstrap, settings.topics.events):
+        event = decode_event(r.value)
+        if event.event_id in wanted:
+            found[event.event_id] = f"p{r.partition}@{r.offset}"
+    return ", ".join(f"{e} {found.get(e, 'not on the topic')}" for e in sorted(wanted))
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
@@ -229,7 +254,18 @@ async def assert_states(settings: Settings, events: Iterable[UserEvent]) -> None
     missing = set(expected) - set(actual)
     assert not missing, f"users without state in the changelog: {sorted(missing)[:5]}"
     wrong = [u for u in expected if comparable(actual[u]) != comparable(expected[u])]
-    assert not wrong, f"{wrong[:3]}: {actual[wrong[0]]} != {expected[wrong[0]]}"
+    if wrong:  # every changelog record of that user, to find out why
+        topic = f"{settings.worker.app_id}-user-state-changelog"
+        trail = [
+            f"p{r.partition}@{r.offset}: seq {decode_state(r.value).last_seq}"
+            for r in await read_records(settings.bootstrap, topic)
+            if r.key == wrong[0].encode() and r.value is not None
+        ]
+        where = await where_events_are(settings, [f"{wrong[0]}-{expected[wrong[0]].last_seq}"])
+        raise AssertionError(
+            f"{wrong[:3]}: {actual[wrong[0]]} != {expected[wrong[0]]}\n"
+            f"its changelog records: {trail}\nits last event: {where}"
+        )
 
 
 def assert_all_answered(recs: Iterable[Recommendation], want: set[str], context: str) -> None:

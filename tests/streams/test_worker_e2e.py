@@ -28,6 +28,7 @@ from tests.streams.helpers import (
     metric,
     triggering,
     wait_for,
+    where_events_are,
     worker_settings,
 )
 from tests.streams.modeldir import write_model_dir
@@ -146,6 +147,7 @@ async def test_sigkill_recovery_with_the_rocksdb_store(kafka, tmp_path: Path) ->
     assert any((tmp_path / "worker").rglob("CURRENT")), "no RocksDB files in the data dir"
 
 
+@pytest.mark.fault
 @pytest.mark.slow  # ~70 s: each restart reads the changelog read_committed past aborted txns
 async def test_sigkill_under_exactly_once_shows_each_answer_once(kafka, tmp_path: Path) -> None:
     """The same kills under processing_guarantee=exactly_once (Kafka transactions; Tansu has
@@ -211,7 +213,12 @@ async def _sigkill_recovery(
         exactly_once = guarantee == "exactly_once"
         isolation = "read_committed" if exactly_once else "read_uncommitted"
         recs = await collect_recommendations(settings, want, 90, isolation)
-        assert_all_answered(recs, want, f"kills: {kills}\n{worker.log()[-3000:]}")
+        context = f"kills: {kills}\n{worker.log()[-3000:]}"
+        if lost := want - {r.event_id for r in recs}:  # where they are, to find out why
+            async with CommitWatcher(settings) as watcher:
+                context += f"\nlost: {await where_events_are(settings, lost)}"
+                context += f"\ncommitted at the end: {await watcher.committed()}"
+        assert_all_answered(recs, want, context)
         if exactly_once:
             twice = duplicates(recs)
             assert not twice, f"read_committed saw {len(twice)} answered twice: {kills}"
