@@ -3,9 +3,13 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist): most tests wait on brokers, workers and browsers, not on the CPU;
+# tests/conftest.py keeps each module, and each trained-model fixture, in one process.
+PYTEST_JOBS ?= 2
+PYTEST := $(BIN)/pytest -n $(PYTEST_JOBS) --dist loadgroup
 BENCH_ARGS ?=
 
-.PHONY: install demo test test-all lint format bench kafka-jars clean
+.PHONY: install demo test test-faults test-all lint format bench kafka-jars clean
 
 $(BIN)/recloop: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +26,13 @@ demo: install            ## the whole loop on the embedded broker, with a report
 	$(BIN)/recloop demo
 
 test: install kafka-jars ## the default test suite (real brokers, no slow or benchmark tests)
-	$(BIN)/pytest -m "not slow and not benchmark and not known_defect" $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow and not benchmark and not known_defect" $(PYTEST_ARGS)
 
-test-all: install kafka-jars
-	$(BIN)/pytest $(PYTEST_ARGS)
+test-faults: install kafka-jars ## the slow fault-injection tests (SIGKILLs, broker restart, overload, soak)
+	$(PYTEST) -m "slow and fault" $(PYTEST_ARGS)
+
+test-all: install kafka-jars ## everything: the default suite, the slow suites and the benchmarks' tests
+	$(PYTEST) $(PYTEST_ARGS)
 
 bench: install kafka-jars ## every benchmark beside its same-run baseline on Apache Kafka (~5 min)
 	$(BIN)/python scripts/bench_all.py $(BENCH_ARGS)  # JSON in benchmarks/results/; README table

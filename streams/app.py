@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
@@ -29,6 +30,7 @@ from recloop.core.contract import (
     DeadLetterReason,
     encode,
 )
+from recloop.core.errors import RunError
 from recloop.core.settings import ConfigError, Settings, load_settings
 from recloop.streams import metrics
 from recloop.streams.batcher import Batcher
@@ -58,6 +60,19 @@ def faust_credentials(settings: Settings) -> Any:
             ssl_context=sec.ssl_context(),
         )
     return sec.ssl_context()
+
+
+CRASH_STOP_SECONDS = 10.0
+"""How long a crashed worker may take to stop before it exits anyway. Faust's stop waits until
+every message in flight is acked, which the failed batch's never are: a worker whose answers
+the broker refused stayed in "Wait for streams" for over 90 s under load. Exiting loses
+nothing: the offset ledger commits settled offsets only, so those events are redelivered."""
+
+
+def _exit_now(exc: BaseException) -> None:
+    log.error("the worker did not stop within %.0f s of %r; exiting", CRASH_STOP_SECONDS, exc)
+    logging.shutdown()
+    os._exit(RunError.exit_code)
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -252,6 +267,7 @@ def create_app(settings: Settings) -> faust.App:
             # Not a strategy error (those are dead-lettered): a bug or a producer failure.
             # Crash the worker; unacked events are redelivered after the restart.
             log.error("batch handling failed, stopping the worker: %r", exc)
+            asyncio.get_running_loop().call_later(CRASH_STOP_SECONDS, _exit_now, exc)
             crashing.append(asyncio.ensure_future(app.crash(exc)))
 
         batcher: Batcher[Item] = Batcher(

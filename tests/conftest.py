@@ -66,3 +66,39 @@ def _started(kind: str, started: dict[str, LocalBroker]) -> Broker:
     if kind not in started:
         started[kind] = BROKERS[kind]().start()
     return Broker(kind, started[kind].bootstrap)
+
+
+TRAINED_FIXTURES = ("movielens_models", "synthetic_models", "trained_models")
+"""Session fixtures that train models (minutes of CPU): tests sharing one run in one process."""
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Groups for pytest-xdist's `--dist loadgroup` (`make test` runs the suite in parallel
+    processes, see the Makefile): each test module runs whole in one process, so its module
+    fixtures (a Prometheus, Chromium, six workers) start once; modules that use the same
+    trained-model fixture run in one process, which trains those models once. Without xdist
+    the marks do nothing."""
+    parent: dict[str, str] = {}
+
+    def root(name: str) -> str:
+        while parent.get(name, name) != name:
+            name = parent[name]
+        return name
+
+    for item in items:
+        module = root(_module_name(item))
+        for fixture in TRAINED_FIXTURES:
+            if fixture in getattr(item, "fixturenames", ()):
+                shared = root(fixture)
+                if shared != module:
+                    parent[module] = shared
+                    module = shared
+    for item in items:
+        if not any(item.iter_markers("xdist_group")):
+            item.add_marker(pytest.mark.xdist_group(root(_module_name(item))))
+
+
+def _module_name(item: pytest.Item) -> str:
+    module = getattr(item, "module", None)
+    return module.__name__ if module is not None else item.nodeid

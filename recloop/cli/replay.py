@@ -79,7 +79,7 @@ def register(app: typer.Typer) -> None:
         from recloop.core.settings import load_settings
         from recloop.simulator.replay.capture import Bounds
 
-        console = Console(stderr=True)
+        console = Console(stderr=True, soft_wrap=True)  # paths in warnings stay whole
         settings = load_settings(bootstrap=bootstrap)
         topics = topic or [settings.topics.events, settings.topics.recommendations]
         bounds = Bounds(
@@ -165,7 +165,7 @@ def register(app: typer.Typer) -> None:
         from recloop.simulator.replay.replayer import Options, Plan
         from recloop.simulator.replay.sources import load_source
 
-        console = Console(stderr=True)
+        console = Console(stderr=True, soft_wrap=True)  # paths in warnings stay whole
         if timestamps not in ("keep", "shift", "scale"):
             raise typer.BadParameter("--timestamps must be keep, shift or scale")
         factor = _speed(speed)

@@ -40,7 +40,7 @@ from tests.faults.faultlib import (
 )
 from tests.support import WorkerProcess, require_tool, write_replay_log
 
-pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.fault]
 
 SIM_SECONDS = 40
 KILL_AT = 12.0

@@ -195,6 +195,7 @@ def test_overload_10x_short_bounded_memory_and_drain(kafka, tmp_path: Path) -> N
 
 
 @pytest.mark.slow
+@pytest.mark.fault
 @pytest.mark.timeout(1800)
 def test_overload_10x_for_60s_bounded_memory_and_drain(kafka, tmp_path: Path) -> None:
     run_overload(kafka.bootstrap, tmp_path, 60)

@@ -31,7 +31,7 @@ from tests.streams.helpers import (
 )
 from tests.support import make_events
 
-pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.fault]
 
 LIVES = 8
 RATE = 200  # events/s, sent in 20-event chunks every 0.1 s

@@ -21,7 +21,7 @@ from tests.conftest import Broker
 from tests.simulator.test_closed_loop import scenario, worker_settings
 from tests.support import WorkerProcess
 
-pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.fault]
 
 SOAK_SECONDS = float(os.environ.get("RECLOOP_SOAK_SECONDS", "180"))
 

@@ -159,29 +159,7 @@ async def changelog_records(settings: Settings) -> list[tuple[bytes | None, byte
     """Every (key, value) record of the worker's table changelog topic, each partition's
     in offset order."""
     topic = f"{settings.worker.app_id}-user-state-changelog"
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    try:
-        parts = [TopicPartition(topic, p) for p in range(settings.topics.partitions)]
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        end = await consumer.end_offsets(parts)
-        records: list[tuple[bytes | None, bytes | None]] = []
-        deadline = time.monotonic() + 30
-
-        async def behind() -> bool:
-            return any([await consumer.position(tp) < end[tp] for tp in parts])
-
-        while time.monotonic() < deadline and await behind():
-            for batch in (await consumer.getmany(timeout_ms=500)).values():
-                records.extend((r.key, r.value) for r in batch)
-        return records
-    finally:
-        await consumer.stop()
+    return [(r.key, r.value) for r in await read_records(settings.bootstrap, topic)]
 
 
 async def read_changelog(settings: Settings) -> dict[str, UserState]:
