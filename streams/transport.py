@@ -103,8 +103,8 @@ class _Consumer(faust_aiokafka.Consumer):
         changelogs = self.app.tables.changelog_topics
         behind = {tp: end for tp, end in ends.items() if tp.topic in changelogs and end and end > 0}
         if behind:
-            client: dict[str, Any] = getattr(self.app, "client_kwargs", {})
-            ends.update(await last_batch_ends(client, behind))
+            assert isinstance(self.app, WorkerApp)  # the only app this consumer is built for
+            ends.update(await last_batch_ends(self.app.client_kwargs, behind))
         return ends
 
     async def seek_back(self, tp: TP, offset: int) -> None:
