@@ -105,7 +105,7 @@ def test_every_command_runs_on_the_secured_listener_and_never_shows_the_password
         report = tmp_path / "report"
         sim_port = free_port()
         sim, outputs["simulate /metrics"] = _run_scraping(
-            ["simulate", "--duration", "4", "--rate", "5", "--no-live",
+            ["simulate", "--duration", "8", "--rate", "5", "--no-live",
              "--metrics-port", str(sim_port), "--out", str(report)],
             sim_port, env,
         )  # fmt: skip
@@ -155,7 +155,8 @@ def _run_scraping(
     deadline = time.monotonic() + 90
     while proc.poll() is None and time.monotonic() < deadline:
         url = f"http://127.0.0.1:{port}/metrics"
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as r:
+        # Generous: at the start of a parallel test run two Kafka JVMs start beside it.
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=5) as r:
             page = r.read().decode()
         time.sleep(0.3)
     out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
