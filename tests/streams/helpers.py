@@ -155,11 +155,17 @@ class CommitWatcher:
         return {tp.partition: (await self.consumer.committed(tp)) or 0 for tp in self.parts}
 
 
+def changelog_topic(settings: Settings) -> str:
+    """The worker's table changelog topic (Faust names it after the app id and the table)."""
+    return f"{settings.worker.app_id}-user-state-changelog"
+
+
 async def changelog_records(settings: Settings) -> list[tuple[bytes | None, bytes | None]]:
     """Every (key, value) record of the worker's table changelog topic, each partition's
     in offset order."""
-    topic = f"{settings.worker.app_id}-user-state-changelog"
-    return [(r.key, r.value) for r in await read_records(settings.bootstrap, topic)]
+    return [
+        (r.key, r.value) for r in await read_records(settings.bootstrap, changelog_topic(settings))
+    ]
 
 
 async def read_changelog(settings: Settings) -> dict[str, UserState]:
@@ -233,10 +239,9 @@ async def assert_states(settings: Settings, events: Iterable[UserEvent]) -> None
     assert not missing, f"users without state in the changelog: {sorted(missing)[:5]}"
     wrong = [u for u in expected if comparable(actual[u]) != comparable(expected[u])]
     if wrong:  # every changelog record of that user, to find out why
-        topic = f"{settings.worker.app_id}-user-state-changelog"
         trail = [
             f"p{r.partition}@{r.offset}: seq {decode_state(r.value).last_seq}"
-            for r in await read_records(settings.bootstrap, topic)
+            for r in await read_records(settings.bootstrap, changelog_topic(settings))
             if r.key == wrong[0].encode() and r.value is not None
         ]
         where = await where_events_are(settings, [f"{wrong[0]}-{expected[wrong[0]].last_seq}"])
