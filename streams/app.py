@@ -18,11 +18,11 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import faust
-from faust.types import EventT
+from faust.types import TP, EventT
 from prometheus_client import start_http_server
 
 from recloop.core.contract import (
@@ -67,6 +67,12 @@ CRASH_STOP_SECONDS = 10.0
 every message in flight is acked, which the failed batch's never are: a worker whose answers
 the broker refused stayed in "Wait for streams" for over 90 s under load. Exiting loses
 nothing: the offset ledger commits settled offsets only, so those events are redelivered."""
+
+
+STALL_SECONDS = 5.0
+"""How long a partition with records waiting may deliver nothing before it is fetched again
+(checked every `worker.lag_interval_seconds`). An overloaded worker still delivers from every
+partition within a second or two (Faust takes records round-robin); a stalled one never does."""
 
 
 def _exit_now(exc: BaseException) -> None:
@@ -392,6 +398,7 @@ async def _update_lag(app: faust.App, topic: str, pipeline: Pipeline, reported: 
         ends = await asyncio.wait_for(consumer.highwaters(*assigned), 2.0) if assigned else {}
     except Exception:  # unreachable, slow, or a rebalance under way: the fetch's value
         ends = {}
+    await _refetch_stalled(app, ends)
     for tp in assigned:
         try:
             highwater = ends.get(tp)
@@ -405,6 +412,31 @@ async def _update_lag(app: faust.App, topic: str, pipeline: Pipeline, reported: 
         if highwater is not None and highwater >= 0 and position is not None:
             metrics.CONSUMER_LAG.labels(str(tp.partition)).set(max(0, highwater - position))
             reported.add(str(tp.partition))
+
+
+async def _refetch_stalled(app: faust.App, ends: Mapping[TP, int]) -> None:
+    """Fetch again each partition with records waiting that delivered nothing for a while."""
+    consumer = app.consumer
+    if app.rebalancing or app.in_recovery:  # nothing is delivered now, by design
+        consumer.ledger.hear_all()
+        return
+    for tp, offset in consumer.ledger.stalled(ends, STALL_SECONDS).items():
+        # Faust's own view of the partition, to trace why it stalled if it stalls again.
+        log.warning(
+            "partition %s delivered nothing for %.0f s with records up to offset %d waiting "
+            "(active %s, paused %s, buffer full %s)",
+            tp,
+            STALL_SECONDS,
+            ends[tp] - 1,
+            tp in (consumer._active_partitions or ()),
+            tp in consumer._paused_partitions,
+            tp in consumer._buffered_partitions,
+        )
+        metrics.STALL_REFETCHES.inc()
+        try:
+            await consumer.seek_back(tp, offset)
+        except Exception as exc:  # revoked meanwhile: the next assignment seeks it anyway
+            log.info("could not fetch %s again: %r", tp, exc)
 
 
 app = create_app(load_settings())

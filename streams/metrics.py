@@ -31,6 +31,10 @@ OFFSET_HOLES = Counter(
     "recloop_worker_offset_refetches_total",
     "Seeks back to events the consumer skipped on their way to the worker (after a rebalance).",
 )
+STALL_REFETCHES = Counter(
+    "recloop_worker_stall_refetches_total",
+    "Partitions fetched again because records were waiting and none arrived for a while.",
+)
 SEQUENCE_GAPS = Counter(
     "recloop_worker_sequence_gaps_total", "Per-user sequence numbers skipped between events."
 )

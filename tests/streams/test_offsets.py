@@ -3,7 +3,7 @@ committed. The broker-level proof is the SIGKILL test in test_worker_e2e.py."""
 
 from __future__ import annotations
 
-from recloop.streams.offsets import CONFIRMING_SEEKS, OffsetLedger, Verdict
+from recloop.streams.offsets import CONFIRMING_SEEKS, STALL_REFETCHES, OffsetLedger, Verdict
 
 P, S, K = Verdict.PROCESS, Verdict.SKIP, Verdict.SEEK
 
@@ -103,3 +103,57 @@ def test_records_before_the_anchor_are_skipped_then_fetched_again() -> None:
     assert feed(ledger, [0, 1, 2]) == [S, S, S]
     ledger.anchor("p0", 0)
     assert feed(ledger, [3, 0, 1, 2, 3]) == [K, P, P, P, P]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_partition_with_records_waiting_that_delivers_nothing_is_fetched_again() -> None:
+    """The stall seen after a SIGKILL: anchored at 29 with records up to 47 on the broker and
+    nothing delivered. A delivering partition, or one with nothing waiting, is never named."""
+    clock = Clock()
+    ledger: OffsetLedger[str] = OffsetLedger(clock)
+    for tp in ("stuck", "slow", "done"):
+        ledger.anchor(tp, 29)
+    ends = {"stuck": 48, "slow": 48, "done": 29}
+    for second in range(1, 5):
+        clock.now = float(second)
+        feed(ledger, [28 + second], "slow")  # behind, but delivering
+        assert ledger.stalled(ends, 5.0) == {}
+    clock.now = 5.0
+    assert ledger.stalled(ends, 5.0) == {"stuck": 29}
+    assert ledger.stalled(ends, 5.0) == {}, "the next check waits a quiet period again"
+    feed(ledger, [29, 30], "stuck")  # the fetch again delivers
+    clock.now = 20.0
+    assert ledger.stalled(ends, 5.0) == {"stuck": 31, "slow": 33}
+    assert ledger.stalls_refetched == 3
+
+
+def test_a_stall_at_the_same_end_is_fetched_again_a_bounded_number_of_times() -> None:
+    """A log ending in transaction markers has an end past the last record: after
+    STALL_REFETCHES tries the partition waits for the end to move."""
+    clock = Clock()
+    ledger: OffsetLedger[str] = OffsetLedger(clock)
+    ledger.anchor("p0", 10)
+    named = 0
+    for second in range(0, 100, 5):
+        clock.now = float(second)
+        named += len(ledger.stalled({"p0": 11}, 5.0))
+    assert named == STALL_REFETCHES
+    clock.now += 5.0
+    assert ledger.stalled({"p0": 12}, 5.0) == {"p0": 10}, "a new end is a new stall"
+
+
+def test_nothing_counts_as_stalled_while_nothing_can_be_delivered() -> None:
+    clock = Clock()
+    ledger: OffsetLedger[str] = OffsetLedger(clock)
+    ledger.anchor("p0", 0)
+    clock.now = 30.0  # tables restoring: the worker marks every partition heard
+    ledger.hear_all()
+    clock.now = 34.0
+    assert ledger.stalled({"p0": 5}, 5.0) == {}
