@@ -9,7 +9,9 @@ JSON file under benchmarks/results/.
 In order: Apache Kafka's own `kafka-producer-perf-test` / `kafka-consumer-perf-test` (the
 broker's ceiling), onnxruntime inference of the MovieLens transformer (every serving variant
 with its NDCG@10), the worker against a raw aiokafka passthrough (throughput, latency at
-1,000 and 3,000 events/s, 1/2/4 workers in one group), the simulator against the raw aiokafka
+1,000 and 3,000 events/s, 1/2/4 workers in one group) and, for throughput and CPU per event,
+against a minimal Faust agent passthrough and the worker with the random strategy (the
+worker's CPU per event split into Faust's floor, our pipeline and inference), the simulator against the raw aiokafka
 producer, replay against the same raw producer. Then `scripts/bench_table.py` rewrites the
 README's table from the newest result files.
 """
@@ -41,6 +43,19 @@ def headline(b: dict[str, Any]) -> dict[str, float]:
             h["worker_cpu_per_event_vs_passthrough"] = w["cpu_ratio_to_passthrough"]
         if w.get("worker", {}).get("cpu_us_per_event"):
             h["worker_cpu_us_per_event"] = w["worker"]["cpu_us_per_event"]
+        # The worker's cost taken apart (bench_worker's faust_passthrough and worker_random).
+        for kind in ("faust_passthrough", "worker_random"):
+            if f"{kind}_cpu_ratio_to_passthrough" in w:
+                h[f"{kind}_cpu_us_per_event"] = w[kind]["cpu_us_per_event"]
+                h[f"{kind}_cpu_per_event_vs_passthrough"] = w[f"{kind}_cpu_ratio_to_passthrough"]
+        d = w.get("decomposition", {})
+        for key in (
+            "inference_us_per_event",
+            "inference_us_per_event_net_of_random",
+            "pipeline_us_per_event",
+        ):
+            if key in d:
+                h[key] = d[key]
     if s := b.get("simulator"):
         h["simulator_vs_raw_producer"] = s["ratio_to_raw"]
     if r := b.get("replay"):

@@ -74,6 +74,7 @@ def worker_rows(b: dict[str, Any]) -> list[Row]:
             f"{verdict(b['ratio_to_passthrough'] >= 0.25 and w['cpu_us_per_event'] <= 100)}",
         )
     ]
+    rows.extend(baseline_rows(b))
     limits = {"1000": 50.0, "3000": 100.0}
     for rate, lat in w["latency"].items():
         base = p["latency"].get(rate, {})
@@ -113,6 +114,72 @@ def worker_rows(b: dict[str, Any]) -> list[Row]:
                 f"{ratios} the CPU per event of one",
                 parts,
                 "even partitions, same CPU per event",
+            )
+        )
+    return rows
+
+
+NOT_MEASURED = "not measured in this file"
+
+BASELINES = {
+    "faust_passthrough": (
+        "Faust agent passthrough (floor of Faust's per-message path)",
+        "`scripts/faust_passthrough.py`: one agent forwarding each event unchanged, "
+        "the worker's Faust settings",
+    ),
+    "worker_random": (
+        "worker, random strategy (no inference)",
+        "`recloop worker` with `strategy=random`, all else as above",
+    ),
+}
+"""bench_worker's extra baselines: (row title, what ran)."""
+
+
+def baseline_rows(b: dict[str, Any]) -> list[Row]:
+    """The Faust passthrough and the random-strategy worker beside the raw passthrough, and the
+    worker's CPU per event taken apart with them (older files: "not measured")."""
+    p = b["passthrough"]
+    rows: list[Row] = []
+    for kind, (what, how) in BASELINES.items():
+        k = b.get(kind)
+        if not k or not k.get("cpu_us_per_event") or f"{kind}_cpu_ratio_to_passthrough" not in b:
+            rows.append((what, "", NOT_MEASURED, ""))
+            continue
+        rows.append(
+            (
+                what,
+                f"{b[f'{kind}_cpu_ratio_to_passthrough']:.1f}x the passthrough's CPU per event, "
+                f"{b[f'{kind}_ratio_to_passthrough']:.1%} of its events/s",
+                f"{n(k['events_per_s'])} events/s, {k['cpu_us_per_event']:.0f} µs CPU/event "
+                f"({how}); raw aiokafka passthrough {p['cpu_us_per_event']:.0f} µs",
+                "",
+            )
+        )
+    d = b.get("decomposition", {})
+    if {"faust_floor_us_per_event", "pipeline_us_per_event"} <= d.keys():
+        w = b["worker"]["cpu_us_per_event"]
+        floor, pipeline = d["faust_floor_us_per_event"], d["pipeline_us_per_event"]
+        inference = d["inference_us_per_event_net_of_random"]
+        rows.append(
+            (
+                "one worker's CPU per event taken apart: Faust's floor + our pipeline + inference",
+                f"Faust {floor / w:.0%}, pipeline {pipeline / w:.0%}, inference {inference / w:.0%}",
+                f"{w:.0f} µs = {floor:.0f} (Faust agent passthrough) + {pipeline:.0f} (decode, "
+                f"state, changelog, batching, answers) + {inference:.0f} (transformer); "
+                f"worker − worker_random = {d['inference_us_per_event']:.0f} µs, but the random "
+                f"strategy costs {d['random_strategy_us_per_event']:.0f} µs/event itself "
+                f"(the transformer {d['onnx_strategy_us_per_event']:.0f} µs/event, "
+                f"both timed in-process on batches of {b['ranking']['batch']})",
+                f"≤ 100 µs: Faust's floor alone is {floor:.0f} µs",
+            )
+        )
+    elif "inference_us_per_event" in d:
+        rows.append(
+            (
+                "inference's share of one worker's CPU per event (worker − worker_random)",
+                "",
+                f"{d['inference_us_per_event']:.0f} µs/event",
+                "",
             )
         )
     return rows
@@ -257,6 +324,16 @@ def capacity(results: Path = RESULTS) -> str:
             f"* **Worker**: {us:.0f} µs CPU per event with the MovieLens transformer, so about "
             f"**{n(1e6 / us)} events/s per core** (`{file}`)."
         )
+        d = w.get("decomposition", {})
+        if {"faust_floor_us_per_event", "pipeline_us_per_event"} <= d.keys():
+            floor = d["faust_floor_us_per_event"]
+            lines.append(
+                f"* **Faust's floor**: a Faust agent that only forwards each event costs "
+                f"{floor:.0f} µs CPU per event, so a worker on Faust's per-message path tops out "
+                f"near **{n(1e6 / floor)} events/s per core**; of the worker's {us:.0f} µs our "
+                f"pipeline adds {d['pipeline_us_per_event']:.0f} µs and the transformer "
+                f"{d['inference_us_per_event_net_of_random']:.0f} µs (`{file}`)."
+            )
         if scale := w.get("scale_out"):
             one = scale[0]["cpu_us_per_event"]
             net = "cpu_us_per_event_net_of_idle"

@@ -1,15 +1,29 @@
 #!/usr/bin/env python
-"""Benchmark one RecLoop worker (ONNX transformer) against a raw aiokafka passthrough.
+"""Benchmark one RecLoop worker (ONNX transformer) against a raw aiokafka passthrough and more.
 
-Not a test: it prints figures. Both run in the same invocation, on the same broker, with the
-same event mix (session start, then alternating click/view per user; session starts and clicks
-ask for a recommendation):
+Not a test: it prints figures. Four kinds run in the same invocation, on the same broker, with
+the same event mix (session start, then alternating click/view per user; session starts and
+clicks ask for a recommendation) and the same partitions:
+
+* `passthrough`: raw aiokafka consume -> decode -> produce an empty answer (this process);
+* `faust_passthrough`: a minimal Faust app forwarding each event unchanged
+  (`scripts/faust_passthrough.py`): Faust's own per-message floor;
+* `worker_random`: `recloop worker` with `strategy=random`: everything but the ONNX inference;
+* `worker`: `recloop worker` with the MovieLens transformer.
+
+worker - worker_random is inference's share, faust_passthrough - passthrough Faust's. The
+random strategy is not free either (it filters the catalogue per request), so its own CPU per
+request and the transformer's are also measured in this process on batches like the worker's
+(`ranking`), and the JSON's `decomposition` splits the worker's CPU per event with them.
+
+For each kind:
 
 * sustained throughput: a backlog of events is produced first, then the consumer is started
-  and timed until it has consumed all of them (events/s);
-* latency: events are produced open-loop at each fixed rate (`--rates`) and each answer's
-  `received - produced` is recorded (p50/p99 and p99 per second, triggering events only);
-* scale-out (`--scale-out 1,2,4`): that many workers in one consumer group share a backlog on
+  and timed until it has consumed all of them (events/s, CPU per event);
+* latency (passthrough and worker only): events are produced open-loop at each fixed rate
+  (`--rates`) and each answer's `received - produced` is recorded (p50/p99 and p99 per
+  second, triggering events only);
+* scale-out (`--scale-out 1,2,4`, the worker only): that many workers in one consumer group share a backlog on
   8 partitions; partitions and events per worker, CPU per event over all of them.
 
 Usage:
@@ -57,6 +71,15 @@ from recloop.core.settings import Settings, Strategy, Topics  # noqa: E402
 from recloop.core.topics import ensure_topics  # noqa: E402
 
 TRIGGERS = {EventType.SESSION_START, EventType.CLICK}
+KINDS = ("passthrough", "faust_passthrough", "worker_random", "worker")
+LATENCY_KINDS = ("passthrough", "worker")
+"""The kinds whose latency at `--rates` is measured (the others: throughput and CPU only)."""
+PROGRESS = {
+    "faust_passthrough": "faust_passthrough_events_total",
+    "worker_random": "recloop_worker_events_total",
+    "worker": "recloop_worker_events_total",
+}
+"""The counter of events consumed on each subprocess kind's metrics endpoint."""
 
 
 class EventSource:
@@ -220,7 +243,76 @@ class Passthrough:
                 await self._task
 
 
-class WorkerUnderTest:
+class ProcessUnderTest:
+    """A consumer subprocess whose progress is read from its Prometheus metrics endpoint."""
+
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Any
+
+    def metric(self, name: str) -> float:
+        return self.metric_at(self.port, name)
+
+    @staticmethod
+    def metric_at(port: int, name: str) -> float:
+        """The sum of `name`'s samples on the worker metrics endpoint at `port` (-1: none)."""
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
+        except OSError:
+            return -1.0
+        total = 0.0
+        for line in text.read().decode().splitlines():
+            sample, _, value = line.rpartition(" ")
+            if sample.split("{")[0] == name:
+                total += float(value)
+        return total
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the process so far (all its threads)."""
+        return benchlib.process_cpu_seconds(self.proc.pid)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+class FaustPassthroughUnderTest(ProcessUnderTest):
+    """`scripts/faust_passthrough.py` as a subprocess: a Faust agent forwarding each event."""
+
+    def __init__(self, settings: Settings, port: int) -> None:
+        self.port = port
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the process
+            prefix="bench-faust-passthrough-", suffix=".log", delete=False
+        )
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "scripts" / "faust_passthrough.py"),
+                "--bootstrap",
+                settings.bootstrap,
+                "--events",
+                settings.topics.events,
+                "--recommendations",
+                settings.topics.recommendations,
+                "--partitions",
+                str(settings.topics.partitions),
+                "--metrics-port",
+                str(port),
+                "--app-id",
+                f"bench-faust-{uuid.uuid4().hex[:6]}",
+                "--data-dir",
+                tempfile.mkdtemp(prefix="bench-faust-passthrough-"),
+            ],
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+class WorkerUnderTest(ProcessUnderTest):
     """`recloop worker` as a subprocess; progress read from its metrics endpoint."""
 
     def __init__(
@@ -273,40 +365,12 @@ class WorkerUnderTest:
             stderr=subprocess.STDOUT,
         )
 
-    def metric(self, name: str) -> float:
-        return self.metric_at(self.port, name)
-
-    @staticmethod
-    def metric_at(port: int, name: str) -> float:
-        """The sum of `name`'s samples on the worker metrics endpoint at `port` (-1: none)."""
-        try:
-            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
-        except OSError:
-            return -1.0
-        total = 0.0
-        for line in text.read().decode().splitlines():
-            sample, _, value = line.rpartition(" ")
-            if sample.split("{")[0] == name:
-                total += float(value)
-        return total
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time of the worker process so far (all its threads)."""
-        return benchlib.process_cpu_seconds(self.proc.pid)
-
     async def ready(self, partitions: int) -> None:
         deadline = time.monotonic() + 120
         while self.metric("recloop_worker_assigned_partitions") < partitions:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"worker did not start; see {self.log.name}")
             await asyncio.sleep(0.2)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 def summary(values: list[float]) -> str:
@@ -321,7 +385,7 @@ async def measure(kind: str, args: argparse.Namespace, items: list[str]) -> dict
     results: dict[str, Any] = {"kind": kind, "events_per_s": float("nan"), "latency": {}}
     if not args.no_throughput:
         await _throughput(kind, args, items, results)
-    if not args.no_latency:
+    if not args.no_latency and kind in LATENCY_KINDS:
         for rate in args.rates:
             results["latency"][f"{rate:.0f}"] = await _latency(kind, args, items, rate)
     return results
@@ -350,25 +414,49 @@ async def _throughput(
         results["cpu_us"] = (time.process_time() - cpu0) * 1e6 / max(1, pt.consumed)
         await pt.stop()
     else:
-        worker = WorkerUnderTest(
-            settings, args.model_dir, free_port(), args.worker_env, args.profile
-        )
+        under_test = start_under_test(kind, args, settings, free_port())
         try:
             first: float | None = None
             cpu0 = n0 = 0.0
             deadline = time.monotonic() + 300
-            while (n := worker.metric("recloop_worker_events_total")) < args.backlog:
+            while (n := under_test.metric(PROGRESS[kind])) < args.backlog:
                 if n > 0 and first is None:
                     first = time.monotonic()
-                    cpu0, n0 = worker.cpu_seconds(), n
-                if worker.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"worker stalled at {n} events; see {worker.log.name}")
+                    cpu0, n0 = under_test.cpu_seconds(), n
+                if under_test.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{kind} stalled at {n} events; see {under_test.log.name}")
                 await asyncio.sleep(0.05)
             assert first is not None
             results["events_per_s"] = args.backlog / (time.monotonic() - first)
-            results["cpu_us"] = (worker.cpu_seconds() - cpu0) * 1e6 / max(1.0, n - n0)
+            results["cpu_us"] = (under_test.cpu_seconds() - cpu0) * 1e6 / max(1.0, n - n0)
+            if kind != "faust_passthrough":
+                # The worker's own timing of its strategy calls (wall time, in its thread) and
+                # how many requests they ranked: what the ranking costs in this very run.
+                requests = under_test.metric("recloop_worker_inference_batch_size_sum")
+                seconds = under_test.metric("recloop_worker_inference_seconds_sum")
+                results["requests_per_event"] = requests / n
+                results["strategy_wall_us_per_event"] = seconds * 1e6 / n
         finally:
-            worker.stop()
+            under_test.stop()
+    print(
+        f"{kind:17} backlog {args.backlog}: {results['events_per_s']:8,.0f} events/s, "
+        f"{results['cpu_us']:6.1f} us CPU/event",
+        flush=True,
+    )
+
+
+def start_under_test(
+    kind: str, args: argparse.Namespace, settings: Settings, port: int, profile: bool = True
+) -> ProcessUnderTest:
+    """The subprocess of `kind` (faust_passthrough, worker_random or worker), started."""
+    if kind == "faust_passthrough":
+        return FaustPassthroughUnderTest(settings, port)
+    env = dict(args.worker_env)
+    if kind == "worker_random":  # everything as `worker` but the strategy
+        env["RECLOOP_WORKER__STRATEGY"] = Strategy.RANDOM
+    return WorkerUnderTest(
+        settings, args.model_dir, port, env, args.profile if profile and kind == "worker" else None
+    )
 
 
 async def _latency(
@@ -387,14 +475,15 @@ async def _latency(
         latencies(args.bootstrap, topics.recommendations, stop, lat, ready, timeline)
     )
     await asyncio.wait_for(ready.wait(), 60)
-    worker = None
+    worker: ProcessUnderTest | None = None
     pt = None
     try:
         if kind == "passthrough":
             pt = Passthrough(args.bootstrap, topics)
             await pt.start()
         else:
-            worker = WorkerUnderTest(settings, args.model_dir, free_port(), args.worker_env)
+            worker = start_under_test(kind, args, settings, free_port(), profile=False)
+            assert isinstance(worker, WorkerUnderTest)
             await worker.ready(args.partitions)
         # A short warm-up at the same rate is not counted.
         await produce_at_rate(args.bootstrap, topics.events, source, rate, args.warmup)
@@ -427,6 +516,72 @@ async def _latency(
         "triggers_sent": sent,
         "per_second_p99_ms": per_second,
     }
+
+
+def ranking_cost(
+    model_dir: Path, items: list[str], history: int, seconds: float = 2.0
+) -> dict[str, Any]:
+    """CPU µs per request of the random and the ONNX strategy, in this process, on batches of
+    the worker's default size with histories of up to `history` items (about the length the
+    bench's users reach on its backlog) and the worker's slate and exclude-seen settings."""
+    from recloop.core.settings import WorkerConfig
+    from recloop.streams.strategies import build_strategy
+
+    cfg = WorkerConfig()
+    rng = np.random.default_rng(4)
+    batches = [
+        [
+            [items[int(i)] for i in rng.integers(len(items), size=int(h))]
+            for h in rng.integers(0, history + 1, size=cfg.batch_size)
+        ]
+        for _ in range(8)
+    ]
+    out: dict[str, Any] = {"batch": cfg.batch_size, "max_history": history}
+    for name in (Strategy.RANDOM, Strategy.ONNX):
+        strategy = build_strategy(name, model_dir, cfg.inference_threads)
+        strategy.recommend(batches[0], cfg.slate_size, cfg.exclude_seen)  # warm up
+        requests, cpu0, t0 = 0, time.process_time(), time.monotonic()
+        while time.monotonic() - t0 < seconds:
+            for batch in batches:
+                strategy.recommend(batch, cfg.slate_size, cfg.exclude_seen)
+                requests += len(batch)
+        out[f"{name}_cpu_us_per_request"] = (time.process_time() - cpu0) * 1e6 / requests
+    print(
+        f"ranking, batch {cfg.batch_size}: random {out['random_cpu_us_per_request']:.0f} us "
+        f"CPU/request, onnx {out['onnx_cpu_us_per_request']:.0f} us",
+        flush=True,
+    )
+    return out
+
+
+def decomposition(out: dict[str, Any]) -> dict[str, float]:
+    """The worker's CPU per event split into Faust's floor, our pipeline and the ranking, from
+    the kinds measured in `out` (each part only when its figures are there)."""
+    us = {k: out[k]["cpu_us_per_event"] for k in KINDS if out.get(k, {}).get("cpu_us_per_event")}
+    d: dict[str, float] = {}
+    if "worker" in us and "worker_random" in us:
+        d["inference_us_per_event"] = us["worker"] - us["worker_random"]
+    ranking = out.get("ranking", {})
+    per_event = out.get("worker_random", {}).get("requests_per_event")
+    if "random_cpu_us_per_request" in ranking and per_event:
+        random_us = ranking["random_cpu_us_per_request"] * per_event
+        onnx_us = ranking["onnx_cpu_us_per_request"] * out["worker"]["requests_per_event"]
+        d["random_strategy_us_per_event"] = random_us
+        d["onnx_strategy_us_per_event"] = onnx_us
+        if "worker_random" in us:
+            # worker_random without its own ranking: the worker with free inference.
+            d["worker_without_ranking_us_per_event"] = us["worker_random"] - random_us
+            if "worker" in us:
+                d["inference_us_per_event_net_of_random"] = (
+                    us["worker"] - d["worker_without_ranking_us_per_event"]
+                )
+    if "faust_passthrough" in us:
+        d["faust_floor_us_per_event"] = us["faust_passthrough"]
+        if "worker_without_ranking_us_per_event" in d:
+            d["pipeline_us_per_event"] = (
+                d["worker_without_ranking_us_per_event"] - us["faust_passthrough"]
+            )
+    return d
 
 
 def per_second_p99(timeline: list[tuple[float, float]]) -> list[float]:
@@ -528,8 +683,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=20.0, help="latency phase length")
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument(
-        "--only", choices=["passthrough", "worker"], help="measure one side only (default both)"
+        "--only",
+        help=f"comma-separated subset of {','.join(KINDS)} (default: all of them)",
     )
+    p.add_argument("--no-ranking", action="store_true", help="skip the in-process ranking cost")
     p.add_argument(
         "--worker-env",
         action="append",
@@ -561,19 +718,41 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     args.model_dir = args.model_dir or benchlib.movielens_model()
     items = json.loads((args.model_dir / "items.json").read_text())[2:]
     print(f"broker {args.bootstrap}, model {args.model_dir}, {os.cpu_count()} cores", flush=True)
-    kinds = [args.only] if args.only else ["passthrough", "worker"]
+    kinds = args.only.split(",") if args.only else list(KINDS)
+    if unknown := set(kinds) - set(KINDS):
+        raise SystemExit(f"--only: unknown kind(s) {', '.join(sorted(unknown))}")
     rows = {kind: asyncio.run(measure(kind, args, items)) for kind in kinds}
-    out: dict[str, Any] = {"model_dir": str(args.model_dir), "backlog": args.backlog}
+    out: dict[str, Any] = {
+        "model_dir": str(args.model_dir),
+        "backlog": args.backlog,
+        "partitions": args.partitions,
+    }
     for kind, row in rows.items():
         out[kind] = {
             "events_per_s": row["events_per_s"],
             "cpu_us_per_event": row.get("cpu_us"),
             "latency": row["latency"],
         }
-    if len(rows) == 2 and not args.no_throughput:
-        w, p = out["worker"], out["passthrough"]
-        out["ratio_to_passthrough"] = w["events_per_s"] / p["events_per_s"]
-        out["cpu_ratio_to_passthrough"] = w["cpu_us_per_event"] / p["cpu_us_per_event"]
+        for key in ("requests_per_event", "strategy_wall_us_per_event"):
+            if key in row:
+                out[kind][key] = row[key]
+    if not args.no_throughput and "passthrough" in rows:
+        p = out["passthrough"]
+        if "worker" in rows:  # the original keys, worker to passthrough
+            w = out["worker"]
+            out["ratio_to_passthrough"] = w["events_per_s"] / p["events_per_s"]
+            out["cpu_ratio_to_passthrough"] = w["cpu_us_per_event"] / p["cpu_us_per_event"]
+        for kind in ("faust_passthrough", "worker_random"):
+            if kind in rows:
+                k = out[kind]
+                out[f"{kind}_ratio_to_passthrough"] = k["events_per_s"] / p["events_per_s"]
+                out[f"{kind}_cpu_ratio_to_passthrough"] = (
+                    k["cpu_us_per_event"] / p["cpu_us_per_event"]
+                )
+    if not args.no_throughput and not args.no_ranking and {"worker", "worker_random"} <= set(rows):
+        out["ranking"] = ranking_cost(args.model_dir, items, max(1, args.backlog // args.users))
+    if not args.no_throughput:
+        out["decomposition"] = decomposition(out)
     if args.scale_out:
         out["scale_out"] = [
             asyncio.run(scale_out(args, items, int(n))) for n in args.scale_out.split(",")
