@@ -44,7 +44,7 @@ def headline(b: dict[str, Any]) -> dict[str, float]:
         if w.get("worker", {}).get("cpu_us_per_event"):
             h["worker_cpu_us_per_event"] = w["worker"]["cpu_us_per_event"]
         # The worker's cost taken apart (bench_worker's faust_passthrough and worker_random).
-        for kind in ("faust_passthrough", "worker_random"):
+        for kind in ("faust_passthrough", "faust_worker_transport", "worker_random"):
             if f"{kind}_cpu_ratio_to_passthrough" in w:
                 h[f"{kind}_cpu_us_per_event"] = w[kind]["cpu_us_per_event"]
                 h[f"{kind}_cpu_per_event_vs_passthrough"] = w[f"{kind}_cpu_ratio_to_passthrough"]

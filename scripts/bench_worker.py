@@ -1,13 +1,15 @@
 #!/usr/bin/env python
 """Benchmark one RecLoop worker (ONNX transformer) against a raw aiokafka passthrough and more.
 
-Not a test: it prints figures. Four kinds run in the same invocation, on the same broker, with
+Not a test: it prints figures. Five kinds run in the same invocation, on the same broker, with
 the same event mix (session start, then alternating click/view per user; session starts and
 clicks ask for a recommendation) and the same partitions:
 
 * `passthrough`: raw aiokafka consume -> decode -> produce an empty answer (this process);
 * `faust_passthrough`: a minimal Faust app forwarding each event unchanged
-  (`scripts/faust_passthrough.py`): Faust's own per-message floor;
+  (`scripts/faust_passthrough.py`): stock Faust's own per-message floor;
+* `faust_worker_transport`: the same agent on the worker's `WorkerApp`, whose consumer
+  shortens Faust's per-message path: the floor of the worker's own Faust share;
 * `worker_random`: `recloop worker` with `strategy=random`: everything but the ONNX inference;
 * `worker`: `recloop worker` with the MovieLens transformer.
 
@@ -71,11 +73,15 @@ from recloop.core.settings import Settings, Strategy, Topics  # noqa: E402
 from recloop.core.topics import ensure_topics  # noqa: E402
 
 TRIGGERS = {EventType.SESSION_START, EventType.CLICK}
-KINDS = ("passthrough", "faust_passthrough", "worker_random", "worker")
+KINDS = ("passthrough", "faust_passthrough", "faust_worker_transport", "worker_random", "worker")
+FAUST_KINDS = {"faust_passthrough": "faust", "faust_worker_transport": "worker"}
+"""The Faust passthrough kinds and the `--transport` each runs `scripts/faust_passthrough.py`
+with."""
 LATENCY_KINDS = ("passthrough", "worker")
 """The kinds whose latency at `--rates` is measured (the others: throughput and CPU only)."""
 PROGRESS = {
     "faust_passthrough": "faust_passthrough_events_total",
+    "faust_worker_transport": "faust_passthrough_events_total",
     "worker_random": "recloop_worker_events_total",
     "worker": "recloop_worker_events_total",
 }
@@ -282,7 +288,7 @@ class ProcessUnderTest:
 class FaustPassthroughUnderTest(ProcessUnderTest):
     """`scripts/faust_passthrough.py` as a subprocess: a Faust agent forwarding each event."""
 
-    def __init__(self, settings: Settings, port: int) -> None:
+    def __init__(self, settings: Settings, port: int, transport: str = "faust") -> None:
         self.port = port
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the process
             prefix="bench-faust-passthrough-", suffix=".log", delete=False
@@ -305,6 +311,8 @@ class FaustPassthroughUnderTest(ProcessUnderTest):
                 f"bench-faust-{uuid.uuid4().hex[:6]}",
                 "--data-dir",
                 tempfile.mkdtemp(prefix="bench-faust-passthrough-"),
+                "--transport",
+                transport,
             ],
             cwd=ROOT,
             stdout=self.log,
@@ -429,7 +437,7 @@ async def _throughput(
             assert first is not None
             results["events_per_s"] = args.backlog / (time.monotonic() - first)
             results["cpu_us"] = (under_test.cpu_seconds() - cpu0) * 1e6 / max(1.0, n - n0)
-            if kind != "faust_passthrough":
+            if kind not in FAUST_KINDS:
                 # The worker's own timing of its strategy calls (wall time, in its thread) and
                 # how many requests they ranked: what the ranking costs in this very run.
                 requests = under_test.metric("recloop_worker_inference_batch_size_sum")
@@ -449,8 +457,8 @@ def start_under_test(
     kind: str, args: argparse.Namespace, settings: Settings, port: int, profile: bool = True
 ) -> ProcessUnderTest:
     """The subprocess of `kind` (faust_passthrough, worker_random or worker), started."""
-    if kind == "faust_passthrough":
-        return FaustPassthroughUnderTest(settings, port)
+    if kind in FAUST_KINDS:
+        return FaustPassthroughUnderTest(settings, port, FAUST_KINDS[kind])
     env = dict(args.worker_env)
     if kind == "worker_random":  # everything as `worker` but the strategy
         env["RECLOOP_WORKER__STRATEGY"] = Strategy.RANDOM
@@ -575,12 +583,13 @@ def decomposition(out: dict[str, Any]) -> dict[str, float]:
                 d["inference_us_per_event_net_of_random"] = (
                     us["worker"] - d["worker_without_ranking_us_per_event"]
                 )
-    if "faust_passthrough" in us:
-        d["faust_floor_us_per_event"] = us["faust_passthrough"]
+    # The floor: the worker's own transport where measured, else stock Faust's.
+    floor_kind = next((k for k in ("faust_worker_transport", "faust_passthrough") if k in us), None)
+    if floor_kind is not None:
+        d["faust_floor_us_per_event"] = us[floor_kind]
+        d["faust_floor_is_worker_transport"] = float(floor_kind == "faust_worker_transport")
         if "worker_without_ranking_us_per_event" in d:
-            d["pipeline_us_per_event"] = (
-                d["worker_without_ranking_us_per_event"] - us["faust_passthrough"]
-            )
+            d["pipeline_us_per_event"] = d["worker_without_ranking_us_per_event"] - us[floor_kind]
     return d
 
 
@@ -742,7 +751,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             w = out["worker"]
             out["ratio_to_passthrough"] = w["events_per_s"] / p["events_per_s"]
             out["cpu_ratio_to_passthrough"] = w["cpu_us_per_event"] / p["cpu_us_per_event"]
-        for kind in ("faust_passthrough", "worker_random"):
+        for kind in (*FAUST_KINDS, "worker_random"):
             if kind in rows:
                 k = out[kind]
                 out[f"{kind}_ratio_to_passthrough"] = k["events_per_s"] / p["events_per_s"]

@@ -9,8 +9,12 @@ changelog, batching or inference. Progress is the Prometheus counter
     .venv/bin/python scripts/faust_passthrough.py --bootstrap 127.0.0.1:9092 \
         --events recloop.events --recommendations recloop.recommendations --metrics-port 9101
 
-It deliberately does not import `recloop.streams`: the few settings that matter are mirrored
-below, each naming where the worker's value comes from.
+`--transport faust` (default) runs stock Faust and does not import `recloop.streams`: the few
+settings that matter are mirrored below, each naming where the worker's value comes from.
+`--transport worker` runs the same agent on the worker's own `WorkerApp`
+(`streams/transport.py`), whose consumer shortens Faust's per-message path: the floor of the
+worker's Faust share. There the offset ledger commits nothing (this agent never feeds it),
+which saves the commits' cost; a floor, not a like-for-like worker.
 """
 
 from __future__ import annotations
@@ -65,8 +69,19 @@ class PassthroughApp(faust.App):
 
 
 def create_app(args: argparse.Namespace) -> faust.App:
-    app = PassthroughApp(
+    app_class: Any = PassthroughApp
+    extra: dict[str, Any] = {}
+    if args.transport == "worker":
+        from recloop.streams.transport import WorkerApp
+
+        app_class = WorkerApp
+        extra = {
+            "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,
+            "client_kwargs": {"bootstrap_servers": args.bootstrap},
+        }
+    app = app_class(
         args.app_id,
+        **extra,
         broker=[f"kafka://{host}" for host in args.bootstrap.split(",")],
         store="memory://",
         datadir=args.data_dir or tempfile.mkdtemp(prefix="faust-passthrough-"),
@@ -115,6 +130,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--app-id", default="faust-passthrough")
     p.add_argument("--data-dir", help="Faust's data directory (default: a new temporary one)")
     p.add_argument("--loglevel", default="warning")
+    p.add_argument(
+        "--transport",
+        choices=["faust", "worker"],
+        default="faust",
+        help="stock Faust, or the worker's WorkerApp (streams/transport.py)",
+    )
     return p
 
 
