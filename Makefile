@@ -25,8 +25,11 @@ kafka-jars: install      ## fetch the Apache Kafka broker jars from Maven Centra
 demo: install            ## the whole loop on the embedded broker, with a report at the end
 	$(BIN)/recloop demo
 
+DEFAULT_TESTS := not slow and not benchmark and not known_defect
+
 test: install kafka-jars ## the default test suite (real brokers, no slow or benchmark tests)
-	$(PYTEST) -m "not slow and not benchmark and not known_defect" $(PYTEST_ARGS)
+	$(PYTEST) -m "$(DEFAULT_TESTS) and not alone" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "$(DEFAULT_TESTS) and alone" $(PYTEST_ARGS)  # one process, nothing beside
 
 test-faults: install kafka-jars ## the slow fault-injection tests (SIGKILLs, broker restart, overload, soak)
 	$(PYTEST) -m "slow and fault" $(PYTEST_ARGS)

@@ -46,7 +46,7 @@ from tests.observability.promlib import (
 )
 from tests.support import ROOT, WorkerProcess, produce, unique_topics, write_replay_log
 
-pytestmark = pytest.mark.kafka
+pytestmark = [pytest.mark.kafka, pytest.mark.alone]  # a healthy run's latency SLO is judged
 
 HEALTHY_JOB, SLOW_JOB = "recloop-worker", "recloop-worker-slow"
 SLOW_DELAY_SECONDS = 0.3
