@@ -98,3 +98,27 @@ def test_watcher_swaps_to_a_new_version_and_survives_a_broken_card(tmp_path: Pat
     write_model_dir(path, "v3")
     fresh = watcher.check()
     assert fresh is not None and fresh.version == "v3" and watcher.last_error is None
+
+
+def test_random_picks_k_distinct_unseen_items_uniformly_on_both_paths() -> None:
+    """Large catalogue: rejection sampling; small one (or a long history): the filtered pool.
+    Both give k distinct items, never a seen one, each item about equally often."""
+    big = [f"i{n}" for n in range(200)]
+    s = RandomStrategy(big, seed=1)
+    history = big[:20]
+    counts: dict[str, int] = {}
+    for _ in range(400):
+        (slate,) = s.recommend([history], 10, exclude_seen=True)
+        items = [i for i, _ in slate]
+        assert len(items) == len(set(items)) == 10
+        assert not set(items) & set(history)
+        assert [sc for _, sc in slate] == sorted((sc for _, sc in slate), reverse=True)
+        for i in items:
+            counts[i] = counts.get(i, 0) + 1
+    # 4,000 picks over 180 items: ~22 each; a biased sampler leaves some far off.
+    assert len(counts) == 180 and min(counts.values()) > 5 and max(counts.values()) < 50
+    small = RandomStrategy([f"i{n}" for n in range(12)], seed=1)
+    (slate,) = small.recommend([["i0", "i1", "i2"]], 10, exclude_seen=True)
+    assert sorted(i for i, _ in slate) == sorted(f"i{n}" for n in range(3, 12))
+    assert len(small.recommend([[]], 5, exclude_seen=False)[0]) == 5
+    assert RandomStrategy([]).recommend([["x"]], 5, exclude_seen=True) == [[]]
