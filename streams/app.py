@@ -243,12 +243,17 @@ def create_app(settings: Settings) -> faust.App:
                     sent.append(await send(recommendations_topic, key, encode(rec), source))
         return sent
 
+    buffered: list[Callable[[], int]] = []
+
     @app.agent(events)
     async def recommend(stream: faust.StreamT[bytes]) -> None:
         # Per event, in the agent (the event is `current_event`, which the changelog and
         # RocksDB need): decode, validate and fold into the user's state. Batches are scored
         # and sent by the batcher's own task while the agent goes on with the next events.
         events_in = stream.noack()
+        # The records Faust has buffered for this agent: a partition is only silent (see
+        # `_refetch_stalled`) while the agent has nothing left to take.
+        buffered[:] = [stream.channel.queue.qsize]  # type: ignore[attr-defined]
 
         async def handle(batch: list[Item]) -> Awaitable[object]:
             sent = await answer_batch(batch)
@@ -356,7 +361,8 @@ def create_app(settings: Settings) -> faust.App:
     @app.timer(interval=cfg.lag_interval_seconds)
     async def _gauges() -> None:
         metrics.TABLE_USERS.set(len(table))
-        await _update_lag(app, topics.events, pipeline, lag_partitions)
+        ends = await _update_lag(app, topics.events, pipeline, lag_partitions)
+        await _refetch_stalled(app, ends, buffered[0]() if buffered else 0)
 
     return app
 
@@ -375,8 +381,11 @@ async def _fetch_changelog_metadata(app: faust.App, table: faust.Table) -> None:
     await app.producer._ensure_producer().partitions_for(table.changelog_topic.get_topic_name())
 
 
-async def _update_lag(app: faust.App, topic: str, pipeline: Pipeline, reported: set[str]) -> None:
-    """Consumer lag per assigned events partition, and how many partitions this worker has.
+async def _update_lag(
+    app: faust.App, topic: str, pipeline: Pipeline, reported: set[str]
+) -> Mapping[TP, int]:
+    """Consumer lag per assigned events partition, and how many partitions this worker has;
+    returns the end offsets the broker reported (none if it did not answer in time).
 
     `reported` holds the partitions with a lag gauge, so those revoked by a rebalance are
     removed (prometheus-client has no public listing of a metric's label sets).
@@ -398,7 +407,6 @@ async def _update_lag(app: faust.App, topic: str, pipeline: Pipeline, reported: 
         ends = await asyncio.wait_for(consumer.highwaters(*assigned), 2.0) if assigned else {}
     except Exception:  # unreachable, slow, or a rebalance under way: the fetch's value
         ends = {}
-    await _refetch_stalled(app, ends)
     for tp in assigned:
         try:
             highwater = ends.get(tp)
@@ -412,12 +420,18 @@ async def _update_lag(app: faust.App, topic: str, pipeline: Pipeline, reported: 
         if highwater is not None and highwater >= 0 and position is not None:
             metrics.CONSUMER_LAG.labels(str(tp.partition)).set(max(0, highwater - position))
             reported.add(str(tp.partition))
+    return ends
 
 
-async def _refetch_stalled(app: faust.App, ends: Mapping[TP, int]) -> None:
-    """Fetch again each partition with records waiting that delivered nothing for a while."""
+async def _refetch_stalled(app: faust.App, ends: Mapping[TP, int], buffered: int) -> None:
+    """Fetch again each partition with records waiting that delivered nothing for a while.
+
+    Only while the agent has taken every record Faust buffered for it (`buffered` is 0): a
+    slow or overloaded worker leaves partitions silent for long stretches because the records
+    ahead of theirs are still waiting for the agent, not because they were lost (a worker slowed
+    to 2 answers/s was fetched again 3-6 times per run before this condition)."""
     consumer = app.consumer
-    if app.rebalancing or app.in_recovery:  # nothing is delivered now, by design
+    if app.rebalancing or app.in_recovery or buffered:  # nothing is lost now
         consumer.ledger.hear_all()
         return
     for tp, offset in consumer.ledger.stalled(ends, STALL_SECONDS).items():
