@@ -10,7 +10,7 @@ changelog, batching or inference. Progress is the Prometheus counter
         --events recloop.events --recommendations recloop.recommendations --metrics-port 9101
 
 `--transport faust` (default) runs stock Faust and does not import `recloop.streams`: the few
-settings that matter are mirrored below, each naming where the worker's value comes from.
+settings that matter are read from the worker's defaults (`recloop.core.settings`).
 `--transport worker` runs the same agent on the worker's own `WorkerApp`
 (`streams/transport.py`), whose consumer shortens Faust's per-message path: the floor of the
 worker's Faust share. There the offset ledger commits nothing (this agent never feeds it),
@@ -29,17 +29,20 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TransportT
 from prometheus_client import Counter, start_http_server
 
+from recloop.core.settings import Settings
+
 FORWARDED = Counter("faust_passthrough_events", "Events forwarded to the recommendations topic.")
 
-# The worker's defaults (recloop/core/settings.py WorkerConfig and Settings, as passed to
-# Faust by streams/app.py create_app):
-FETCH_MAX_WAIT_MS = 500  # Settings.fetch_max_wait_ms, applied by streams/transport.py
-COMMIT_INTERVAL_SECONDS = 2.8  # WorkerConfig.commit_interval_seconds -> broker_commit_interval
-PRODUCER_LINGER_SECONDS = 0.005  # WorkerConfig.producer_linger_seconds -> producer_linger
-STREAM_BUFFER_MAXSIZE = 4096  # WorkerConfig.stream_buffer_maxsize -> stream_buffer_maxsize
-SESSION_TIMEOUT_SECONDS = 6.0  # WorkerConfig.session_timeout_seconds -> broker_session_timeout
-REBALANCE_TIMEOUT_SECONDS = 6.0  # WorkerConfig.rebalance_timeout_seconds
-HEARTBEAT_INTERVAL_SECONDS = 1.0  # WorkerConfig.heartbeat_interval_seconds
+# The worker's defaults, from the one place they are set (recloop/core/settings.py, passed to
+# Faust by streams/app.py create_app): read, not copied, so the baseline follows them.
+_DEFAULTS = Settings()
+FETCH_MAX_WAIT_MS = _DEFAULTS.fetch_max_wait_ms  # applied by streams/transport.py
+COMMIT_INTERVAL_SECONDS = _DEFAULTS.worker.commit_interval_seconds
+PRODUCER_LINGER_SECONDS = _DEFAULTS.worker.producer_linger_seconds
+STREAM_BUFFER_MAXSIZE = _DEFAULTS.worker.stream_buffer_maxsize
+SESSION_TIMEOUT_SECONDS = _DEFAULTS.worker.session_timeout_seconds
+REBALANCE_TIMEOUT_SECONDS = _DEFAULTS.worker.rebalance_timeout_seconds
+HEARTBEAT_INTERVAL_SECONDS = _DEFAULTS.worker.heartbeat_interval_seconds
 # Producer acks: neither sets it, so Faust's default (-1, all in-sync replicas) in both.
 
 
