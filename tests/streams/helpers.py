@@ -154,6 +154,34 @@ class CommitWatcher:
         """Committed offset per partition (0 where nothing is committed yet)."""
         return {tp.partition: (await self.consumer.committed(tp)) or 0 for tp in self.parts}
 
+    async def behind(self) -> dict[int, tuple[int, int]]:
+        """(committed, end offset) of each partition whose events are not all committed."""
+        ends = await self.consumer.end_offsets(self.parts)
+        committed = await self.committed()
+        return {
+            tp.partition: (committed[tp.partition], ends[tp])
+            for tp in self.parts
+            if committed[tp.partition] < ends[tp]
+        }
+
+
+async def wait_settled(settings: Settings, timeout: float = 60.0) -> None:
+    """Wait until the worker's group has committed every event now on the events topic.
+
+    The worker commits an offset only after that event's changelog record is delivered, so
+    this is when the changelog holds every event's state. Events that trigger no answer
+    (views at a user's end) give no other sign that they were processed.
+    """
+    async with CommitWatcher(settings) as watcher:
+        deadline = time.monotonic() + timeout
+        while behind := await watcher.behind():
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"the worker had not committed every event after {timeout:.0f}s; "
+                    f"(committed, end) per partition behind: {behind}"
+                )
+            await asyncio.sleep(0.25)
+
 
 def changelog_topic(settings: Settings) -> str:
     """The worker's table changelog topic (Faust names it after the app id and the table)."""
@@ -232,8 +260,10 @@ def comparable(state: UserState) -> tuple[object, ...]:
 
 
 async def assert_states(settings: Settings, events: Iterable[UserEvent]) -> None:
-    """Every user's state in the changelog is as if each of `events` was applied once."""
+    """Every user's state in the changelog is as if each of `events` was applied once
+    (read once the worker has committed every event on the topic)."""
     expected = expected_states(events, settings.worker.history_length)
+    await wait_settled(settings)
     actual = await read_changelog(settings)
     missing = set(expected) - set(actual)
     assert not missing, f"users without state in the changelog: {sorted(missing)[:5]}"

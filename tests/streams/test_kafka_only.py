@@ -20,6 +20,7 @@ from tests.streams.helpers import (
     read_changelog,
     triggering,
     wait_for,
+    wait_settled,
     worker_settings,
 )
 from tests.support import make_events, produce_events
@@ -57,6 +58,7 @@ async def test_two_workers_share_partitions_and_answer_each_event_once(
         consumed = [metric(p, "recloop_worker_events_total") for p in ports]
         assert all(consumed) and sum(consumed) == len(events), consumed
         expected = expected_states(events, settings.worker.history_length)
+        await wait_settled(settings)
         actual = await read_changelog(settings)
         assert {u: comparable(s) for u, s in actual.items()} == {
             u: comparable(s) for u, s in expected.items()

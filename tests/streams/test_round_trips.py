@@ -22,6 +22,7 @@ from tests.streams.helpers import (
     read_changelog,
     triggering,
     wait_for,
+    wait_settled,
     worker_settings,
 )
 from tests.support import make_events, produce_events
@@ -62,6 +63,7 @@ async def test_one_changelog_record_per_user_per_batch(broker, tmp_path: Path) -
         )
         # ... and the coalesced records hold each user's state after all of its events.
         expected = expected_states(events, settings.worker.history_length)
+        await wait_settled(settings)
         actual = await read_changelog(settings)
         assert {u: comparable(s) for u, s in actual.items()} == {
             u: comparable(s) for u, s in expected.items()
