@@ -89,7 +89,7 @@ async def test_worker_sigkill_at_random_points_under_load(kafka, tmp_path: Path)
         worker = Worker(settings).start()
         recs = await collect_recommendations(settings, want, timeout=180)
         assert_all_answered(recs, want, f"kills: {kills}")
-        await assert_states(settings, sent)
+        await assert_states(settings, sent, worker)
     finally:
         stop.set()
         await asyncio.gather(loader, return_exceptions=True)

@@ -259,9 +259,21 @@ def comparable(state: UserState) -> tuple[object, ...]:
     return (state.history, state.counts, state.last_seq, state.session_id, state.session_events)
 
 
-async def assert_states(settings: Settings, events: Iterable[UserEvent]) -> None:
+async def assert_states(
+    settings: Settings, events: Iterable[UserEvent], worker: WorkerProcess | None = None
+) -> None:
     """Every user's state in the changelog is as if each of `events` was applied once
-    (read once the worker has committed every event on the topic)."""
+    (read once the worker has committed every event on the topic); a failure carries the
+    end of `worker`'s log."""
+    try:
+        await _assert_states(settings, events)
+    except AssertionError as exc:
+        if worker is None:
+            raise
+        raise AssertionError(f"{exc}\nworker log:\n{worker.log()[-3000:]}") from None
+
+
+async def _assert_states(settings: Settings, events: Iterable[UserEvent]) -> None:
     expected = expected_states(events, settings.worker.history_length)
     await wait_settled(settings)
     actual = await read_changelog(settings)

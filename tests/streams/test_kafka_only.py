@@ -84,7 +84,7 @@ async def test_exactly_once_mode_answers_every_event_once(kafka, tmp_path: Path)
         recs = [decode_recommendation(v) for v in committed]
         assert {r.event_id for r in recs} == want, worker.log()[-3000:]
         assert not duplicates(recs), "read_committed consumers must see each answer once"
-        await assert_states(settings, events)
+        await assert_states(settings, events, worker)
     finally:
         worker.stop()
     assert "Traceback" not in worker.log(), worker.log()[-3000:]

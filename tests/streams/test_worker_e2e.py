@@ -101,7 +101,7 @@ async def test_every_strategy_through_the_same_path(broker, tmp_path: Path, stra
             assert {r.model_version for r in recs if r.event_id.startswith("b")} == {"v2"}
             assert metric(port, "recloop_worker_model_reloads_total", 'outcome="loaded"') == 1
             first = first + second
-        await assert_states(settings, first)
+        await assert_states(settings, first, worker)
         assert metric(port, "recloop_worker_recommendations_total", f'strategy="{strategy}"') == (
             len(triggering(first, settings))
         )
@@ -223,7 +223,7 @@ async def _sigkill_recovery(
             twice = duplicates(recs)
             assert not twice, f"read_committed saw {len(twice)} answered twice: {kills}"
         # The restarted worker recovered the table: state counts each event exactly once.
-        await assert_states(settings, events)
+        await assert_states(settings, events, worker)
     finally:
         if worker is not None:
             worker.stop()
