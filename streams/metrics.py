@@ -35,6 +35,10 @@ STALL_REFETCHES = Counter(
     "recloop_worker_stall_refetches_total",
     "Partitions fetched again because records were waiting and none arrived for a while.",
 )
+DROPPED_REFETCHES = Counter(
+    "recloop_worker_dropped_refetches_total",
+    "Partitions fetched again because Faust's flow control dropped records it had fetched.",
+)
 SEQUENCE_GAPS = Counter(
     "recloop_worker_sequence_gaps_total", "Per-user sequence numbers skipped between events."
 )

@@ -10,6 +10,14 @@ They also take the commit decision away from Faust's ack bookkeeping: the offset
 the worker's own (`streams/offsets.py`), so a record Faust dropped or skipped on its way to the
 agent is fetched again instead of committed unprocessed.
 
+`WorkerApp`'s flow control fetches again what Faust throws away: Faust empties the agent's
+queue of fetched records at every resume of its flow control, and it resumes right after it
+seeks every partition to its committed offset when a rebalance (or the start) ends, so the
+first records fetched from there could be dropped. A partition with later records showed the
+hole and was fetched again; one whose dropped records were its last waited for good (the
+stalled partition behind a restarted worker, and a CI run that read a user's state before the
+worker had it).
+
 And they read the true end of each changelog partition before a table is restored: Tansu 0.6
 answers ListOffsets(latest) with the first offset of the partition's last record batch + 1,
 below the real end when that batch holds several records, and Faust's recovery stops at that
@@ -34,7 +42,10 @@ from faust.types import TP, Message, TransportT
 from faust.types.tuples import ack_lock
 from mode.services import WaitResults
 from mode.utils.futures import notify
+from mode.utils.objects import cached_property
+from mode.utils.queues import FlowControlEvent
 
+from recloop.streams import metrics
 from recloop.streams.offsets import OffsetLedger
 
 log = logging.getLogger("recloop.worker")
@@ -64,6 +75,7 @@ class _Consumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.ledger: OffsetLedger[TP] = OffsetLedger()
+        self._refetches: set[asyncio.Future[None]] = set()
         self._read_offset = _ReadOffsetsOff()
         self.quiesce: Callable[[], AbstractAsyncContextManager[None]] | None = None
         """Set by the worker under exactly_once: a context in which nothing is being processed
@@ -106,6 +118,36 @@ class _Consumer(faust_aiokafka.Consumer):
             assert isinstance(self.app, WorkerApp)  # the only app this consumer is built for
             ends.update(await last_batch_ends(self.app.client_kwargs, behind))
         return ends
+
+    def refetch_dropped(self, messages: list[Message]) -> None:
+        """Fetch again the partitions of `messages`, which Faust fetched and then dropped
+        before the agent saw them, each from the ledger's next offset."""
+        tps = {m.tp for m in messages}
+        for message in messages:
+            self.ack(message)  # Faust would otherwise wait for them at the next rebalance
+        known = [tp for tp in tps if tp in self.ledger.partitions()]
+        if not known:  # none anchored yet: the seek to the committed offsets fetches them
+            return
+        log.info(
+            "flow control dropped %d fetched records of %s; fetching them again",
+            len(messages),
+            ", ".join(str(tp) for tp in known),
+        )
+        task = asyncio.ensure_future(self._refetch(known))
+        self._refetches.add(task)
+        task.add_done_callback(self._refetches.discard)
+
+    async def _refetch(self, tps: list[TP]) -> None:
+        for tp in tps:
+            if tp not in self.assignment() or tp not in self.ledger.partitions():
+                continue  # revoked meanwhile: its next owner seeks it to the committed offset
+            metrics.DROPPED_REFETCHES.inc()
+            try:
+                # The ledger's next offset when the seek runs: records processed since the
+                # drop moved it on, and any record below it is skipped anyway.
+                await self.seek_back(tp, self.ledger.next_offset(tp))
+            except Exception as exc:  # revoked between the check and the seek
+                log.info("could not fetch %s again: %r", tp, exc)
 
     async def seek_back(self, tp: TP, offset: int) -> None:
         """Fetch `tp` again from `offset`."""
@@ -221,6 +263,28 @@ def _resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any,
                 return done.value
 
 
+class _FlowControl(FlowControlEvent):
+    """Faust's flow control, handing the records its clear drops to `on_drop`.
+
+    Faust clears the stream queues at every `resume()` (and at a revocation), records the
+    consumer has already fetched and will not fetch again by itself."""
+
+    def __init__(self, on_drop: Callable[[list[Message]], None], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._on_drop = on_drop
+
+    def clear(self) -> None:
+        dropped = [
+            item.message
+            for queue in self._queues
+            for item in list(queue._queue)  # type: ignore[attr-defined]
+            if isinstance(getattr(item, "message", None), Message)
+        ]
+        super().clear()
+        if dropped:
+            self._on_drop(dropped)
+
+
 class _Transport(faust_aiokafka.Transport):
     Consumer = _Consumer
 
@@ -243,3 +307,13 @@ class WorkerApp(faust.App):
 
     def _new_transport(self) -> TransportT:
         return _Transport(self.conf.broker_consumer, self)
+
+    @cached_property
+    def flow_control(self) -> FlowControlEvent:
+        """Faust's flow control, with what its clears drop fetched again."""
+        return _FlowControl(self._refetch_dropped, loop=self.loop)
+
+    def _refetch_dropped(self, messages: list[Message]) -> None:
+        consumer = self.consumer
+        if isinstance(consumer, _Consumer):  # always, but a client-only app has another
+            consumer.refetch_dropped(messages)
