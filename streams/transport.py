@@ -122,15 +122,15 @@ class _Consumer(faust_aiokafka.Consumer):
     def refetch_dropped(self, messages: list[Message]) -> None:
         """Fetch again the partitions of `messages`, which Faust fetched and then dropped
         before the agent saw them, each from the ledger's next offset."""
-        tps = {m.tp for m in messages}
-        for message in messages:
+        ours = [m for m in messages if self.app.topics.acks_enabled_for(m.topic)]
+        for message in ours:
             self.ack(message)  # Faust would otherwise wait for them at the next rebalance
-        known = [tp for tp in tps if tp in self.ledger.partitions()]
+        known = [tp for tp in {m.tp for m in ours} if tp in self.ledger.partitions()]
         if not known:  # none anchored yet: the seek to the committed offsets fetches them
             return
         log.info(
             "flow control dropped %d fetched records of %s; fetching them again",
-            len(messages),
+            len(ours),
             ", ".join(str(tp) for tp in known),
         )
         task = asyncio.ensure_future(self._refetch(known))
