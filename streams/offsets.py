@@ -24,7 +24,9 @@ So the worker keeps its own account per partition, from the committed offset on:
   but delivered nothing for a while, to be fetched again from `next`. A hole only shows when
   a later record arrives; after a restart that was racing a fetch, a partition whose last
   records were lost on the way had no later record to reveal them and stalled for good
-  (1 SIGKILL test run in 25 under load).
+  (1 SIGKILL test run in 25 under load). The loss was Faust's flow control emptying the
+  agent's queue after the seek (fetched again since, `streams/transport.py`); this check
+  stays as a guard.
 """
 
 from __future__ import annotations
