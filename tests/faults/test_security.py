@@ -103,14 +103,14 @@ def test_every_command_runs_on_the_secured_listener_and_never_shows_the_password
     try:
         asyncio.run(wait_for_recommender(settings, timeout=60))
         report = tmp_path / "report"
-        sim_port = free_port()
         sim, outputs["simulate /metrics"] = _run_scraping(
-            ["simulate", "--duration", "8", "--rate", "5", "--no-live",
-             "--metrics-port", str(sim_port), "--out", str(report)],
-            sim_port, env,
+            ["simulate", "--duration", "8", "--rate", "5", "--no-live", "--out", str(report)],
+            env,
         )  # fmt: skip
         assert sim.returncode in (0, 1), sim.stdout + sim.stderr  # 1: a latency threshold
-        assert "recloop_sim_" in outputs["simulate /metrics"]
+        assert "recloop_sim_" in outputs["simulate /metrics"], (
+            f"no metrics page read from the simulator while it ran:\n{sim.stderr[-3000:]}"
+        )
         recording = tmp_path / "events.rec.zst"
         rec = run_recloop(
             "record", str(recording), "-t", settings.topics.events, "--idle-seconds", "2",
@@ -144,9 +144,22 @@ def test_every_command_runs_on_the_secured_listener_and_never_shows_the_password
 
 
 def _run_scraping(
+    args: list[str], env: dict[str, str]
+) -> tuple[subprocess.CompletedProcess[str], str]:
+    """Run a command with `--metrics-port`, reading its /metrics while it runs; returns it and
+    the last page read. A port taken between choosing and binding it (by another test's
+    connection: free ports are ephemeral ports) gets the run repeated on another port."""
+    for _ in range(3):
+        port = free_port()
+        proc, page = _scraped([*args, "--metrics-port", str(port)], port, env)
+        if f"metrics port {port} unavailable" not in proc.stderr:
+            break
+    return proc, page
+
+
+def _scraped(
     args: list[str], port: int, env: dict[str, str]
 ) -> tuple[subprocess.CompletedProcess[str], str]:
-    """Run a command, reading its /metrics while it runs; returns it and the last page read."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "recloop", *args],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
