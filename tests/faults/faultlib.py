@@ -148,31 +148,6 @@ async def read_topic(bootstrap: str, topic: str) -> list[TopicRecord]:
         await consumer.stop()
 
 
-async def group_lag(bootstrap: str, group: str, topic: str) -> int:
-    """Events of `topic` not yet committed by consumer group `group`, from the broker."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await admin.start()
-    await consumer.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(group)
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        if not tps:
-            await consumer._client.force_metadata_update()  # fresh metadata
-            tps = [
-                TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])
-            ]
-        ends = await consumer.end_offsets(tps)
-        return sum(
-            max(0, ends[tp] - (committed[tp].offset if tp in committed else 0)) for tp in tps
-        )
-    finally:
-        await consumer.stop()
-        await admin.close()
-
-
 def events_on(bootstrap: str, topic: str) -> dict[str, UserEvent]:
     """The events of `topic` by event id (a redelivered duplicate counts once)."""
     out: dict[str, UserEvent] = {}

@@ -32,7 +32,6 @@ from tests.faults.faultlib import (
     answered_ids,
     events_on,
     finish,
-    group_lag,
     metric,
     recloop,
     scrape,
@@ -40,6 +39,7 @@ from tests.faults.faultlib import (
     wait_for_worker,
     worker_settings,
 )
+from tests.streams.helpers import group_lag
 from tests.support import WorkerProcess
 
 pytestmark = pytest.mark.kafka
@@ -123,9 +123,7 @@ def run_overload(bootstrap: str, tmp: Path, seconds: int) -> None:
         # commits, which trail by up to a commit interval's answers).
         time.sleep(2 * settings.worker.lag_interval_seconds)
         reported = metric(scrape(port), "recloop_worker_consumer_lag")
-        broker_lag = asyncio.run(
-            group_lag(bootstrap, settings.worker.app_id, settings.topics.events)
-        )
+        broker_lag = asyncio.run(group_lag(settings))
         slack = CAPACITY * (settings.worker.commit_interval_seconds + 2) + 2 * BATCH_SIZE
         print(f"lag after the run: worker says {reported:.0f}, broker {broker_lag}")
         assert broker_lag - slack <= reported <= broker_lag, (reported, broker_lag)

@@ -165,6 +165,12 @@ class CommitWatcher:
         }
 
 
+async def group_lag(settings: Settings) -> int:
+    """Events on the events topic that the worker's group has not committed, from the broker."""
+    async with CommitWatcher(settings) as watcher:
+        return sum(end - committed for committed, end in (await watcher.behind()).values())
+
+
 async def wait_settled(settings: Settings, timeout: float = 60.0) -> None:
     """Wait until the worker's group has committed every event now on the events topic.
 
