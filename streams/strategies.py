@@ -7,7 +7,6 @@ model's vocabulary when there is one), so the loop runs before any training.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Protocol
 
@@ -49,14 +48,13 @@ class RandomStrategy:
         self._items: list[str] = list(catalogue or [])
         self._known: set[str] = set(self._items)
         self._rng = np.random.default_rng(seed)
-        self._lock = threading.Lock()
 
     def observe(self, item_id: str) -> None:
-        """Add an item seen in the stream to the catalogue."""
+        """Add an item seen in the stream to the catalogue (from the event loop only: the one
+        writer, so no lock; `recommend`, in a thread, reads a prefix of the appended list)."""
         if item_id not in self._known:
-            with self._lock:
-                self._known.add(item_id)
-                self._items.append(item_id)
+            self._known.add(item_id)
+            self._items.append(item_id)
 
     def recommend(
         self, histories: list[list[str]], k: int, exclude_seen: bool
